@@ -1,0 +1,5 @@
+"""`python -m agentfile`."""
+
+from agentfile.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The command line: the only module that knows argv (argparse, make's letters).
+
+`main(argv)` parses, calls one function in `agentfile.commands`, and maps every error to its
+exit code without a traceback (SPEC 5.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from agentfile import __version__
+from agentfile.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, AgentfileError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with make's style of message, like every other usage error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise SystemExit(f"agentfile: error: {message}") from None
+
+
+def _manifest_options(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS lets `-f` and `-C` stand before or after the command name.
+    parser.add_argument("-f", "--file", metavar="FILE", default=argparse.SUPPRESS,
+                        help="the manifest (default: Agentfile, found up to the git root)")
+    parser.add_argument("-C", "--directory", metavar="DIR", default=argparse.SUPPRESS,
+                        help="change to DIR first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="agentfile", description="make for coding agents")
+    parser.add_argument("--version", action="version", version=f"agentfile {__version__}")
+    _manifest_options(parser)
+    parser.set_defaults(file=None, directory=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = sub.add_parser("check", help="load and validate the manifest; exit 0 or 2")
+    _manifest_options(check)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    listing = sub.add_parser("list", help="targets with kind, agent, isolation and description")
+    _manifest_options(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    plan = sub.add_parser("plan", help="waves, critical path, sequential vs parallel estimate")
+    _manifest_options(plan)
+    plan.add_argument("targets", nargs="*", metavar="TARGET")
+    plan.add_argument("-j", "--jobs", type=int, metavar="N", help="job slots to estimate with")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    graph = sub.add_parser("graph", help="the dependency graph after fan-out")
+    _manifest_options(graph)
+    graph.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the data form")
+    schema.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead")
+
+    convert = sub.add_parser("convert", help="between the Agentfile language and YAML/JSON")
+    convert.add_argument("source", metavar="FILE")
+    convert.add_argument("--to", required=True, choices=("yaml", "json", "agentfile"))
+    convert.add_argument("-o", "--output", metavar="OUT", help="write to OUT, not stdout")
+
+    init = sub.add_parser("init", help="write a commented starter Agentfile")
+    _manifest_options(init)
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from agentfile import commands
+
+    if args.directory:
+        try:
+            os.chdir(args.directory)
+        except OSError as err:
+            raise AgentfileError(f"cannot change to {args.directory}: {err.strerror}") from None
+    name = args.command
+    if name == "check":
+        return commands.check(file=args.file, as_json=args.json)
+    if name == "list":
+        return commands.list_targets(file=args.file, as_json=args.json)
+    if name == "plan":
+        return commands.plan(file=args.file, targets=args.targets, jobs=args.jobs,
+                             as_json=args.json)
+    if name == "graph":
+        return commands.graph(file=args.file, fmt=args.format)
+    if name == "schema":
+        return commands.schema(output=args.output)
+    if name == "convert":
+        return commands.convert(source=args.source, to=args.to, output=args.output)
+    if name == "init":
+        return commands.init(file=args.file, force=args.force)
+    build_parser().print_help()
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return _dispatch(args)
+    except AgentfileError as err:
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            print(exit_.code, file=sys.stderr)
+            return EXIT_USAGE
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print("agentfile: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`agentfile list | head`): not an error of ours.
+        sys.stderr.close()
+        return 0
+    except Exception as err:
+        if os.environ.get("AGENTFILE_DEBUG"):
+            traceback.print_exc()
+        print(f"agentfile: internal error: {type(err).__name__}: {err}\n"
+              "(this is a bug in agentfile; AGENTFILE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED

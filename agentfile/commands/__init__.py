@@ -1,0 +1,11 @@
+"""One module per subcommand; each function returns an exit code."""
+
+from agentfile.commands.check import check
+from agentfile.commands.convert import convert
+from agentfile.commands.graph import graph
+from agentfile.commands.init import init
+from agentfile.commands.listing import list_targets
+from agentfile.commands.plan import plan
+from agentfile.commands.schema import schema
+
+__all__ = ["check", "convert", "graph", "init", "list_targets", "plan", "schema"]

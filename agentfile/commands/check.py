@@ -1,0 +1,30 @@
+"""`agentfile check`: load and validate; print every problem; exit 0 or 2."""
+
+from __future__ import annotations
+
+import sys
+
+from agentfile.commands.common import load_manifest, manifest_path, print_json
+from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
+from agentfile.manifest.load import load
+
+
+def check(*, file: str | None, as_json: bool) -> int:
+    if not as_json:
+        loaded = load_manifest(file)
+        templates = len(loaded.manifest.targets)
+        print(f"{loaded.path.name}: ok: {templates} targets ({len(loaded.targets)} after "
+              f"fan-out), {len(loaded.manifest.agents)} agents")
+        return EXIT_OK
+    try:
+        loaded = load(manifest_path(file))
+    except ManifestError as err:
+        print_json({"ok": False, "problems": [p.as_json() for p in err.problems]})
+        return err.exit_code
+    except UsageError as err:
+        problem = Problem(Span(file or ".", 1, 1), str(err))
+        print_json({"ok": False, "problems": [problem.as_json()]})
+        print(err.render(), file=sys.stderr)
+        return err.exit_code
+    print_json({"ok": True, "problems": [], "targets": len(loaded.targets)})
+    return EXIT_OK

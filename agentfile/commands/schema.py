@@ -1,0 +1,18 @@
+"""`agentfile schema`: the JSON Schema of the data form, generated from the model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from agentfile.errors import EXIT_OK
+from agentfile.manifest.validate import schema_text
+
+
+def schema(*, output: str | None) -> int:
+    text = schema_text()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The manifest: file -> typed model; nothing after it sees raw text."""

@@ -1,0 +1,77 @@
+"""YAML and JSON manifests -> the data-form document, plus a table key path -> span.
+
+PyYAML's composer gives every node its position, so a schema error on `targets.x.budget`
+points at the line of that key, as it does in the Agentfile language.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from agentfile.errors import Problem, Span
+from agentfile.manifest.lower import KeyPath, SpanTable
+
+
+def _span(path: str, node: yaml.Node) -> Span:
+    start, end = node.start_mark, node.end_mark
+    return Span(path, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
+
+
+def _walk(path: str, node: yaml.Node, key: KeyPath, spans: SpanTable,
+          problems: list[Problem]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            name = str(key_node.value)
+            if name in seen:
+                problems.append(Problem(_span(path, key_node), f"duplicate key '{name}'"))
+            seen.add(name)
+            spans[(*key, name)] = _span(path, key_node)
+            _walk(path, value_node, (*key, name), spans, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            spans[(*key, index)] = _span(path, item)
+            _walk(path, item, (*key, index), spans, problems)
+
+
+def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        spans: SpanTable = {}
+        problems: list[Problem] = []
+        if node is None:
+            return None, spans, problems
+        spans[()] = _span(path, node)
+        _walk(path, node, (), spans, problems)
+        return loader.construct_document(node), spans, problems
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
+    try:
+        return _compose(text, path)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {err.problem or err.context or 'syntax error'}"
+        return None, {}, [Problem(Span(path, line, column), message)]
+    except yaml.YAMLError as err:
+        return None, {}, [Problem(Span(path, 1, 1), f"invalid YAML: {err}")]
+
+
+def load_json(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        return None, {}, [Problem(Span(path, err.lineno, err.colno), f"invalid JSON: {err.msg}")]
+    try:
+        _, spans, problems = _compose(text, path)
+    except yaml.YAMLError:
+        # Valid JSON that YAML 1.1 reads differently (rare): errors point at the file start.
+        spans, problems = {(): Span(path, 1, 1)}, []
+    return data, spans, problems

@@ -1,0 +1,171 @@
+"""Variables, fan-out and placeholders: the document and model -> concrete targets.
+
+`${VAR}` expands when the file is loaded (manifest variables first, then the environment, as
+in make; `$${` is a literal `${`). `foreach` turns one target definition into one target per
+value. `{…}` placeholders are only checked here; they expand when a target runs.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentfile.errors import Problem, Span, suggest
+from agentfile.manifest.lower import KeyPath, SpanTable
+from agentfile.manifest.model import Foreach, Target
+
+_VARREF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `{name}` and `{deps.x.result}`; `${…}` belongs to the shell and other braces (`{ a; }`,
+# awk's `{print $1}`) are left alone. `{{` and `}}` are literal braces.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_.\-/]*)\}")
+RUNTIME_PLACEHOLDERS = ("target", "run_id", "workspace", "prompt_file")
+
+
+@dataclass(frozen=True, slots=True)
+class ConcreteTarget:
+    """One target after fan-out: what the planner and the executor see."""
+
+    name: str
+    template: str
+    definition: Target
+    deps: tuple[str, ...]
+    bindings: Mapping[str, str] = field(default_factory=dict)
+    index: int = 0
+    instance: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.definition.kind
+
+
+class Variables:
+    """Expands `${VAR}` in every string of a document, recording unknown names."""
+
+    def __init__(self, declared: Mapping[str, Any], spans: SpanTable,
+                 environ: Mapping[str, str]) -> None:
+        self.declared = dict(declared)
+        self.spans = spans
+        self.environ = environ
+        self.problems: list[Problem] = []
+        self._resolved: dict[str, Any] = {}
+        self._resolving: list[str] = []
+
+    def value(self, name: str, where: KeyPath) -> Any:
+        if name in self._resolved:
+            return self._resolved[name]
+        if name in self.declared:
+            if name in self._resolving:
+                chain = " -> ".join([*self._resolving[self._resolving.index(name):], name])
+                self._fail(("vars", name), f"variable cycle: {chain}")
+                return ""
+            self._resolving.append(name)
+            result = self.expand(self.declared[name], ("vars", name))
+            self._resolving.pop()
+            self._resolved[name] = result
+            return result
+        if name in self.environ:
+            return self.environ[name]
+        hint = suggest(name, self.declared)
+        self._fail(where, f"unknown variable '${{{name}}}'{hint}"
+                   " (write $${ for a literal ${)")
+        return ""
+
+    def _fail(self, where: KeyPath, message: str) -> None:
+        self.problems.append(Problem(span_for(self.spans, where), message))
+
+    def expand(self, value: Any, where: KeyPath) -> Any:
+        if isinstance(value, str):
+            whole = _VARREF.fullmatch(value)
+            if whole and whole.group(1):
+                return self.value(whole.group(1), where)
+            if "$" not in value:
+                return value
+
+            def one(match: re.Match[str]) -> str:
+                if match.group(1) is None:
+                    return "${"
+                found = self.value(match.group(1), where)
+                if isinstance(found, bool):
+                    return "true" if found else "false"
+                return str(found)
+
+            return _VARREF.sub(one, value)
+        if isinstance(value, list):
+            return [self.expand(v, (*where, i)) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.expand(v, (*where, k)) for k, v in value.items()}
+        return value
+
+
+def expand_variables(doc: dict[str, Any], spans: SpanTable,
+                     environ: Mapping[str, str] | None = None) -> tuple[dict[str, Any],
+                                                                         list[Problem]]:
+    """The document with every `${VAR}` expanded; `vars` itself is kept as written."""
+    env = os.environ if environ is None else environ
+    variables = Variables(doc.get("vars", {}), spans, env)
+    out = {key: value if key in ("vars", "include") else variables.expand(value, (key,))
+           for key, value in doc.items()}
+    return out, variables.problems
+
+
+def span_for(spans: SpanTable, path: KeyPath) -> Span:
+    """The span of the longest known prefix of a key path."""
+    for cut in range(len(path), -1, -1):
+        span = spans.get(path[:cut])
+        if span is not None:
+            return span
+    return next(iter(spans.values()), Span("<manifest>", 1, 1))
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{…}` placeholder names in a string (`{{` and `}}` are literal braces)."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1) is not None]
+
+
+def substitute(text: str, values: Mapping[str, str]) -> str:
+    """Replace the given placeholders, leave the others, unescape `{{` `}}`."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]
+        return values.get(name, match.group(0))
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def bind_name(template: str, values: Mapping[str, str]) -> str:
+    """A fan-out name with its variable bound: `migrate/{file}` -> `migrate/src/a.py`."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return values.get(name, match.group(0)) if name is not None else match.group(0)
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def fanout_stem(template: str) -> str | None:
+    """The name that stands for all instances: `migrate/{file}` -> `migrate`."""
+    if "{" not in template:
+        return None
+    stem = template.split("{", 1)[0].rstrip("/.-_")
+    return stem or None
+
+
+def foreach_values(foreach: Foreach, base: Path) -> list[str]:
+    """The values a fan-out runs over: glob (relative to the manifest, sorted, files
+    only), the non-empty non-comment lines of a file, or a literal list."""
+    if foreach.values is not None:
+        return list(foreach.values)
+    if foreach.glob is not None:
+        matches = globlib.glob(foreach.glob, root_dir=base, recursive=True)
+        return sorted(m for m in matches if (base / m).is_file())
+    assert foreach.lines is not None
+    text = (base / foreach.lines).read_text(encoding="utf-8")
+    lines = (ln.strip() for ln in text.splitlines())
+    return [ln for ln in lines if ln and not ln.startswith("#")]

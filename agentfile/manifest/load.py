@@ -1,0 +1,241 @@
+"""Find, read, parse or load, merge includes, expand, validate, fan out: file -> manifest.
+
+Every problem on the way becomes a Problem with a file, line and column; they are raised
+together as one ManifestError. Nothing after this module sees raw text.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
+from agentfile.graph import CycleError, Graph, build_graph
+from agentfile.manifest.dataform import load_json, load_yaml
+from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
+from agentfile.manifest.lower import SpanTable, lower
+from agentfile.manifest.model import DirRef, Manifest
+from agentfile.manifest.parse import parse
+from agentfile.manifest.semantics import Checker
+from agentfile.manifest.validate import validate
+
+MANIFEST_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json",
+                  "agentfile", "agentfile.yaml", "agentfile.yml", "agentfile.json")
+_MERGED = ("vars", "options")
+_UNIQUE = {"targets": "target", "agents": "agent"}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedManifest:
+    """A valid manifest, its concrete targets and graph, and where everything came from."""
+
+    path: Path
+    root: Path
+    manifest: Manifest
+    targets: tuple[ConcreteTarget, ...]
+    graph: Graph
+    spans: SpanTable
+
+    def agent_of(self, target: ConcreteTarget) -> str | None:
+        """The agent that runs an agent target: its own, the default, else claude."""
+        if target.kind != "agent":
+            return None
+        return target.definition.agent or self.manifest.options.agent or "claude"
+
+    def isolation_of(self, target: ConcreteTarget) -> str | DirRef:
+        """Agent targets default to `options.isolation` (else worktree), others to none."""
+        if target.definition.isolation is not None:
+            return target.definition.isolation
+        if target.kind == "agent":
+            return self.manifest.options.isolation or "worktree"
+        return "none"
+
+    def resolve(self, names: Sequence[str]) -> list[str]:
+        """Command-line target names -> concrete names (a fan-out name means all of it)."""
+        by_group: dict[str, list[str]] = {}
+        for target in self.targets:
+            by_group.setdefault(target.name, []).append(target.name)
+            if target.template != target.name:
+                by_group.setdefault(target.template, []).append(target.name)
+                stem = fanout_stem(target.template)
+                if stem:
+                    by_group.setdefault(stem, []).append(target.name)
+        out: list[str] = []
+        for name in names:
+            if name not in by_group:
+                raise UsageError(f"no target '{name}'{suggest(name, by_group)}")
+            out.extend(by_group[name])
+        return list(dict.fromkeys(out))
+
+
+def git_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def find_manifest(start: Path) -> Path:
+    """The manifest in `start`, else in its parents up to the git root (SPEC 1)."""
+    start = start.resolve()
+    top = git_root(start)
+    folders = [start] if top is None else [start, *start.parents[: len(start.parents)
+                                                                  - len(top.parents)]]
+    for folder in folders:
+        names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        for name in MANIFEST_NAMES:
+            if name in names:
+                return folder / name
+    where = f"{start}" + (f" or its parents up to {top}" if top and top != start else "")
+    raise UsageError(f"no Agentfile in {where} (run `agentfile init` to write one)")
+
+
+def form_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return {".yaml": "yaml", ".yml": "yaml", ".json": "json"}.get(suffix, "agentfile")
+
+
+def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        return None, [Problem(Span(display, 1, 1), f"cannot read the manifest: {err.strerror}")]
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError as err:
+        before = raw[: err.start]
+        line = before.count(b"\n") + 1
+        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", errors="replace")) + 1
+        return None, [Problem(Span(display, line, column),
+                              f"not UTF-8 text (byte 0x{raw[err.start]:02x})")]
+
+
+def read_document(path: Path, display: str | None = None) -> tuple[dict[str, Any], SpanTable,
+                                                                    list[Problem]]:
+    """One file (no includes followed) -> its data-form document, spans and problems."""
+    shown = display or str(path)
+    text, problems = read_text(path, shown)
+    if text is None:
+        return {}, {}, [Problem(p.span, p.message, blocking=True) for p in problems]
+    form = form_of(path)
+    if form == "agentfile":
+        document, problems = parse(text, shown)
+        doc, spans, more = lower(document)
+        problems += more
+    else:
+        data, spans, problems = (load_yaml if form == "yaml" else load_json)(text, shown)
+        if data is None and not problems:
+            data = {}
+        if not isinstance(data, dict):
+            problems.append(Problem(spans.get((), Span(shown, 1, 1)),
+                                    "a manifest is a mapping with targets, agents and options"))
+            data = {}
+        doc = data
+    return doc, spans, problems
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+def read_with_includes(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
+                                                                          SpanTable,
+                                                                          list[Problem]]:
+    """A file with its includes merged in: included files first, this file on top."""
+    doc, spans, problems = read_document(path, _display(path))
+    merged: dict[str, Any] = {}
+    merged_spans: SpanTable = {}
+    for index, relative in enumerate(doc.pop("include", [])):
+        where = span_for(spans, ("include", index))
+        target = (path.parent / relative).resolve()
+        if target in (*stack, path.resolve()):
+            chain = " -> ".join(_display(p) for p in (*stack, path.resolve(), target))
+            problems.append(Problem(where, f"include cycle: {chain}", blocking=True))
+            continue
+        if not target.is_file():
+            problems.append(Problem(where, f"cannot include '{relative}': no such file",
+                                    blocking=True))
+            continue
+        sub_doc, sub_spans, sub_problems = read_with_includes(target, (*stack, path.resolve()))
+        problems += sub_problems
+        problems += _merge(merged, merged_spans, sub_doc, sub_spans)
+    problems += _merge(merged, merged_spans, doc, spans)
+    return merged, merged_spans, problems
+
+
+def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
+           spans: SpanTable) -> list[Problem]:
+    problems: list[Problem] = []
+    for key, value in doc.items():
+        if key in _MERGED and isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = {**into[key], **value}
+        elif key in _UNIQUE and isinstance(value, dict) and isinstance(into.get(key), dict):
+            for name, entry in value.items():
+                if name in into[key]:
+                    first = into_spans.get((key, name))
+                    where = f" (first defined at {first.path}:{first.line})" if first else ""
+                    problems.append(Problem(span_for(spans, (key, name)),
+                                            f"duplicate {_UNIQUE[key]} '{name}'{where}"))
+                else:
+                    into[key][name] = entry
+        else:
+            into[key] = value
+    for path, span in spans.items():
+        into_spans.setdefault(path, span)
+    return problems
+
+
+def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManifest:
+    """Load a manifest completely; raise ManifestError with every problem found."""
+    path = path.resolve()
+    doc, spans, problems = read_with_includes(path)
+    if not problems and not doc.get("targets"):
+        problems.append(Problem(Span(_display(path), 1, 1), "the manifest defines no targets"))
+    readable = not any(p.blocking for p in problems)
+    expanded, more = expand_variables(doc, spans, environ)
+    problems += more
+    manifest, more = validate(expanded, spans)
+    problems += more
+    invalid: set[str] = set()
+    if manifest is None and readable:
+        # Check what is valid as well, so one bad target does not hide the others' problems.
+        manifest, invalid = _valid_part(expanded, spans)
+    if manifest is None or not readable:
+        raise ManifestError(problems)
+    root = git_root(path.parent) or path.parent
+    checker = Checker(manifest, spans, base=path.parent, root=root, invalid=invalid)
+    targets = checker.run()
+    problems += checker.problems
+    if problems:
+        raise ManifestError(problems)
+    try:
+        graph = build_graph(targets)
+    except CycleError as err:
+        first = next(t for t in targets if t.name == err.cycle[0])
+        raise ManifestError([Problem(span_for(spans, ("targets", first.template, "deps")),
+                                     str(err))]) from None
+    return LoadedManifest(path, root, manifest, tuple(targets), graph, spans)
+
+
+def _valid_part(doc: dict[str, Any], spans: SpanTable) -> tuple[Manifest | None, set[str]]:
+    """The manifest without the targets, agents and options that do not validate alone."""
+    keep = {k: v for k, v in doc.items() if k not in _UNIQUE and k != "options"}
+    invalid: set[str] = set()
+    for section in _UNIQUE:
+        entries = doc.get(section)
+        keep[section] = {}
+        for name, entry in (entries.items() if isinstance(entries, dict) else ()):
+            if validate({section: {name: entry}}, spans)[1]:
+                invalid.add(name)
+            else:
+                keep[section][name] = entry
+    if "options" in doc and not validate({"options": doc["options"]}, spans)[1]:
+        keep["options"] = doc["options"]
+    manifest, problems = validate(keep, spans)
+    return (None if problems else manifest), invalid

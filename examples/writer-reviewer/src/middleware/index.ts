@@ -1,0 +1,2 @@
+export { requestId } from "./requestId";
+// export { rateLimiter } from "./rateLimiter";   <- the writer adds this

@@ -1,0 +1,139 @@
+"""The static commands through the real CLI: check, list, plan, graph, schema, convert, init."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import Run, git
+
+from agentfile.manifest.load import load
+
+MANIFEST = '''\
+options:
+    jobs = 2
+a:
+    description = "first"
+    run = "true"
+b: a
+    prompt = "do b"
+c: a
+    run = "true"
+all: b c
+'''
+
+
+def test_check_ok_and_json(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    result = agentfile_cli("check", cwd=repo)
+    assert result.code == 0, result.err
+    assert "4 targets" in result.out
+    result = agentfile_cli("check", "--json", cwd=repo)
+    assert json.loads(result.out) == {"ok": True, "problems": [], "targets": 4}
+
+
+def test_check_bad_exits_2_with_caret(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('a:\n    promt = "x"\n')
+    result = agentfile_cli("check", cwd=repo)
+    assert result.code == 2
+    assert result.err.startswith("Agentfile:2:5: error: unknown target attribute 'promt'; "
+                                 "did you mean 'prompt'?")
+    assert "\n        ^" in result.err and "Traceback" not in result.err
+    result = agentfile_cli("check", "--json", cwd=repo)
+    assert json.loads(result.out) == {"ok": False, "problems": [{
+        "path": "Agentfile", "line": 2, "column": 5,
+        "message": "unknown target attribute 'promt'; did you mean 'prompt'?"}]}
+
+
+def test_discovery_up_to_git_root_and_flags(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    deep = repo / "src" / "deep"
+    deep.mkdir(parents=True)
+    assert agentfile_cli("check", cwd=deep).code == 0
+    assert agentfile_cli("-C", str(repo), "list", cwd=repo.parent).code == 0
+    assert agentfile_cli("list", "-C", str(repo), cwd=repo.parent).code == 0
+    (repo / "other.agentfile").write_text('x:\n    run = "true"\n')
+    assert "x" in agentfile_cli("list", "-f", "other.agentfile", cwd=repo).out
+    missing = agentfile_cli("check", cwd=repo.parent)
+    assert missing.code == 2 and "no Agentfile" in missing.err
+
+
+def test_yaml_manifest_is_found(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile.yaml").write_text("targets:\n  a:\n    run: 'true'\n")
+    assert agentfile_cli("check", cwd=repo).code == 0
+
+
+def test_list(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    result = agentfile_cli("list", cwd=repo)
+    assert result.out.splitlines()[0].split() == ["TARGET", "KIND", "AGENT", "ISOLATION",
+                                                  "DESCRIPTION"]
+    assert result.out.splitlines()[1].split() == ["a", "run", "-", "none", "first"]
+    rows = json.loads(agentfile_cli("list", "--json", cwd=repo).out)
+    assert rows[1] == {"name": "b", "kind": "agent", "agent": "claude",
+                       "isolation": "worktree", "deps": ["a"], "description": ""}
+
+
+def test_graph_formats(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    shape = json.loads(agentfile_cli("graph", "--format", "json", cwd=repo).out)
+    assert shape["nodes"][0] == {"name": "a", "kind": "run", "deps": []}
+    assert shape["nodes"][3] == {"name": "all", "kind": "group", "deps": ["b", "c"]}
+    assert sorted(shape["edges"]) == [["a", "b"], ["a", "c"], ["b", "all"], ["c", "all"]]
+    dot = agentfile_cli("graph", "--format", "dot", cwd=repo).out
+    assert '"a" -> "b";' in dot and dot.startswith("digraph")
+    mermaid = agentfile_cli("graph", "--format", "mermaid", cwd=repo).out
+    assert mermaid.startswith("graph LR") and "n0 --> n1" in mermaid
+
+
+def test_plan(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    data = json.loads(agentfile_cli("plan", "--json", cwd=repo).out)
+    assert data["waves"] == [["a"], ["b", "c"], ["all"]]
+    assert data["critical_path"] == ["a", "b", "all"]
+    assert data["estimate"] == {"unit": "targets", "sequential": 4.0, "parallel": 3.0}
+    one = json.loads(agentfile_cli("plan", "-j1", "--json", "b", cwd=repo).out)
+    assert one["waves"] == [["a"], ["b"]] and one["estimate"]["parallel"] == 2.0
+    text = agentfile_cli("plan", cwd=repo).out
+    assert "wave 2: b, c" in text and "critical path (3 targets): a -> b -> all" in text
+    unknown = agentfile_cli("plan", "bb", cwd=repo)
+    assert unknown.code == 2 and "did you mean 'b'" in unknown.err
+
+
+def test_schema_command_matches_committed_file(agentfile_cli: Run, tmp_path: Path) -> None:
+    from conftest import ROOT
+
+    printed = agentfile_cli("schema", cwd=tmp_path).out
+    assert printed == (ROOT / "schema" / "agentfile.schema.json").read_text(), (
+        "schema/agentfile.schema.json drifted from the model: regenerate it with "
+        "`agentfile schema -o schema/agentfile.schema.json`")
+    assert json.loads(printed)["$schema"].endswith("2020-12/schema")
+
+
+def test_convert_round_trips(repo: Path, agentfile_cli: Run) -> None:
+    multi_line = '"""\n        multi\n        line\n        """'
+    (repo / "Agentfile").write_text(MANIFEST.replace('"do b"', multi_line))
+    original = load(repo / "Agentfile").manifest
+    for form, name in (("yaml", "x.yaml"), ("json", "x.json")):
+        result = agentfile_cli("convert", "Agentfile", "--to", form, "-o", name, cwd=repo)
+        assert result.code == 0, result.err
+        assert load(repo / name).manifest == original
+        back = agentfile_cli("convert", name, "--to", "agentfile", cwd=repo)
+        (repo / f"back-{form}.agentfile").write_text(back.out)
+        assert load(repo / f"back-{form}.agentfile").manifest == original
+    assert (repo / "x.yaml").read_text().startswith("# yaml-language-server: $schema=")
+
+
+def test_init_writes_a_checked_starter(repo: Path, agentfile_cli: Run) -> None:
+    result = agentfile_cli("init", cwd=repo)
+    assert result.code == 0 and (repo / "Agentfile").is_file()
+    assert agentfile_cli("check", cwd=repo).code == 0
+    again = agentfile_cli("init", cwd=repo)
+    assert again.code == 2 and "exists" in again.err
+    git(repo, "status")
+
+
+def test_usage_errors_exit_2(repo: Path, agentfile_cli: Run) -> None:
+    assert agentfile_cli("graph", "--format", "png", cwd=repo).code == 2
+    assert agentfile_cli("nonsense", cwd=repo).code == 2
+    assert agentfile_cli("-f", "missing", "check", cwd=repo).code == 2

@@ -1,0 +1,196 @@
+"""The Agentfile language: the SPEC's own example loads to the model it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentfile.errors import ManifestError
+from agentfile.manifest.load import load
+from agentfile.manifest.model import DirRef, FileRef
+
+SPEC_EXAMPLE = '''\
+include "agents/common.agentfile"        # other files, relative to this one
+
+MODEL = "claude-sonnet-4-5"              # a variable; ${MODEL} expands inside any string
+
+options:
+    jobs = 4
+    default = test
+    agent = claude
+    isolation = worktree
+    budget = $20, 2h
+    daily_budget = $50, alert 80%
+    throttle = memory 85%, load 2.0, free 1GiB
+    merge = auto
+
+agent reviewer: claude
+    model = ${MODEL}
+    args = ["--max-turns", "30"]
+    max_parallel = 2
+
+agent bot: command
+    command = "./scripts/bot.sh {prompt_file}"
+    price = $3/Mtok in, $15/Mtok out
+
+schema:
+    description = "Database schema"
+    prompt = "Create the database schema in db/schema.sql"
+    outputs = ["db/schema.sql"]
+    budget = $1.50, 10m, 2GiB, 200k tokens
+
+models: schema
+    prompt = file("prompts/models.md")
+    context = ["docs/architecture.md"]
+    verify = "pytest -q tests/models"
+    retries = 2
+
+migrate/{file}: schema
+    foreach file in glob("src/**/*.py")
+    prompt = """
+        Migrate {file} from the old logging API to the new one.
+        """
+    verify = "python -m py_compile {file}"
+    canary = 3
+
+review: models
+    agent = reviewer
+    isolation = none
+    prompt = "Review this change for edge cases and race conditions:\\n{deps.models.diff}"
+
+test: models migrate review
+    run = "pytest -q"
+    locks = ["db"]
+
+all: test
+'''
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.fixture
+def spec_repo(repo: Path) -> Path:
+    write(repo, {
+        "Agentfile": SPEC_EXAMPLE,
+        "agents/common.agentfile": 'agent helper: codex\n    model = "gpt-5"\n',
+        "prompts/models.md": "Write the models.\n",
+        "docs/architecture.md": "Layers.\n",
+        "src/app/a.py": "", "src/b.py": "", "src/notes.txt": "",
+    })
+    (repo / "src" / "pkg.py").mkdir()  # a directory matching the glob is not a target
+    return repo
+
+
+def test_spec_example_loads(spec_repo: Path) -> None:
+    loaded = load(spec_repo / "Agentfile")
+    m = loaded.manifest
+    assert m.options.jobs == 4 and m.options.default == ["test"]
+    assert m.options.budget is not None and m.options.budget.usd == 20
+    assert m.options.budget.time == 7200
+    assert m.options.daily_budget is not None and m.options.daily_budget.alert == 80
+    assert m.options.throttle is not None and m.options.throttle.free == 2**30
+    assert m.options.throttle.load == 2.0 and m.options.throttle.memory == 85
+    assert m.agents["reviewer"].model == "claude-sonnet-4-5"
+    assert m.agents["helper"].provider == "codex"  # from the include
+    assert m.agents["bot"].price is not None and m.agents["bot"].price.output == 15
+    schema = m.targets["schema"]
+    assert schema.budget is not None
+    assert (schema.budget.usd, schema.budget.time, schema.budget.memory,
+            schema.budget.tokens) == (1.5, 600, 2 * 2**30, 200_000)
+    assert m.targets["models"].prompt == FileRef(file="prompts/models.md")
+    assert m.targets["migrate/{file}"].prompt == (
+        "Migrate {file} from the old logging API to the new one.\n")
+    names = [t.name for t in loaded.targets]
+    # glob: relative to the manifest, sorted, files only
+    assert names == ["schema", "models", "migrate/src/app/a.py", "migrate/src/b.py",
+                     "review", "test", "all"]
+    test = next(t for t in loaded.targets if t.name == "test")
+    assert test.deps == ("models", "migrate/src/app/a.py", "migrate/src/b.py", "review")
+    migrate = next(t for t in loaded.targets if t.name == "migrate/src/b.py")
+    assert migrate.bindings == {"file": "src/b.py"} and migrate.instance == 1
+    assert loaded.agent_of(test) is None and loaded.isolation_of(test) == "none"
+    review = next(t for t in loaded.targets if t.name == "review")
+    assert loaded.agent_of(review) == "reviewer" and loaded.isolation_of(review) == "none"
+    assert loaded.resolve(["migrate"]) == ["migrate/src/app/a.py", "migrate/src/b.py"]
+
+
+def test_values_of_every_kind(repo: Path) -> None:
+    write(repo, {"apps/users/x": "", "Agentfile": '''\
+N = 3
+a:
+    run = "echo ${N} $${HOME} {{literal}}"
+    env = {A = 1, "B-C" = true}
+    isolation = dir("apps/users")
+    budget = 1h30m, 512MiB, 1.5M tokens
+    retries = ${N}
+    always = true
+    locks = db, cache
+b: a
+    prompt = """
+        line one
+          indented
+        "quoted" and {deps.a.result}
+        """
+    copy = [".env"]
+    foreach x in ["p", "q"]
+'''.replace("b: a\n", "b/{x}: a\n")})
+    loaded = load(repo / "Agentfile")
+    a = loaded.manifest.targets["a"]
+    assert a.run == "echo 3 ${HOME} {{literal}}"
+    assert a.env == {"A": "1", "B-C": "true"}
+    assert a.isolation == DirRef(dir="apps/users")
+    assert a.budget is not None and (a.budget.time, a.budget.memory, a.budget.tokens) == (
+        5400, 512 * 2**20, 1_500_000)
+    assert a.retries == 3 and a.always and a.locks == ["db", "cache"]
+    b = loaded.manifest.targets["b/{x}"]
+    assert b.prompt == 'line one\n  indented\n"quoted" and {deps.a.result}\n'
+    assert b.copy_files == [".env"]
+    assert [t.name for t in loaded.targets] == ["a", "b/p", "b/q"]
+
+
+def test_lines_fanout_and_paired_dependencies(repo: Path) -> None:
+    write(repo, {"bugs.txt": "# open bugs\nbug-1\n\nbug-2\n", "Agentfile": '''\
+fix/{bug}:
+    foreach bug in lines("bugs.txt")
+    prompt = "Fix {bug}"
+check/{bug}: fix/{bug}
+    foreach bug in lines("bugs.txt")
+    run = "echo {bug}"
+report: fix
+    run = "true"
+'''})
+    loaded = load(repo / "Agentfile")
+    deps = {t.name: t.deps for t in loaded.targets}
+    assert deps["check/bug-1"] == ("fix/bug-1",)
+    assert deps["report"] == ("fix/bug-1", "fix/bug-2")
+
+
+def test_include_cycle_is_reported(repo: Path) -> None:
+    write(repo, {"Agentfile": 'include "a.af"\nx:\n    run = "true"\n',
+                 "a.af": 'include "Agentfile"\n'})
+    with pytest.raises(ManifestError) as err:
+        load(repo / "Agentfile")
+    assert "include cycle" in err.value.problems[0].message
+
+
+def test_every_problem_is_reported(repo: Path) -> None:
+    write(repo, {"Agentfile": '''\
+a: nope
+    run = "x"
+b:
+    run = "y" "z"
+c:
+    promt = "p"
+d:
+    run = 'single quotes'
+'''})
+    with pytest.raises(ManifestError) as err:
+        load(repo / "Agentfile")
+    lines = sorted(p.span.line for p in err.value.problems)
+    assert 4 in lines and 6 in lines and 8 in lines
