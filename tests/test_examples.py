@@ -30,9 +30,9 @@ def test_example_loads(folder: Path) -> None:
 
 @pytest.mark.parametrize("folder", EXAMPLE_DIRS, ids=lambda p: p.name)
 def test_schema_validates_yaml_form(folder: Path, tmp_path: Path) -> None:
-    doc, _, problems = read_document(folder / "Agentfile")
-    assert not problems
-    text = to_yaml(doc, "https://example.invalid/schema.json")
+    source = read_document(folder / "Agentfile")
+    assert not source.problems
+    text = to_yaml(source.doc, "https://example.invalid/schema.json")
     schema = yaml.safe_load((ROOT / "schema" / "agentfile.schema.json").read_text())
     jsonschema.validate(yaml.safe_load(text), schema)
     # ...and the YAML form, next to the example's files, loads to the same model.

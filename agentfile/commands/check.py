@@ -6,14 +6,14 @@ import sys
 
 from agentfile.commands.common import load_manifest, manifest_path, print_json
 from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
-from agentfile.manifest.load import load
+from agentfile.manifest.load import display_path, load
 
 
 def check(*, file: str | None, as_json: bool) -> int:
     if not as_json:
         loaded = load_manifest(file)
         templates = len(loaded.manifest.targets)
-        print(f"{loaded.path.name}: ok: {templates} targets ({len(loaded.targets)} after "
+        print(f"{display_path(loaded.path)}: ok: {templates} targets ({len(loaded.targets)} after "
               f"fan-out), {len(loaded.manifest.agents)} agents")
         return EXIT_OK
     try:

@@ -19,9 +19,10 @@ def convert(*, source: str, to: str, output: str | None) -> int:
     path = Path(source)
     if not path.is_file():
         raise UsageError(f"no such file: {source}")
-    doc, _, problems = read_document(path, source)
-    if problems:
-        raise ManifestError(problems)
+    document = read_document(path, source)
+    if document.problems:
+        raise ManifestError(document.problems)
+    doc = document.doc
     doc.pop("$schema", None)
     if to == "yaml":
         text = to_yaml(doc, SCHEMA_ID)

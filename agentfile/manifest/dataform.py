@@ -47,9 +47,18 @@ def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
             return None, spans, problems
         spans[()] = _span(path, node)
         _walk(path, node, (), spans, problems)
-        return loader.construct_document(node), spans, problems
+        return _string_keys(loader.construct_document(node)), spans, problems
     finally:
         loader.dispose()
+
+
+def _string_keys(value: Any) -> Any:
+    """YAML allows `1:` or `true:` as keys; a manifest's keys are names, as in JSON."""
+    if isinstance(value, dict):
+        return {str(k): _string_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(v) for v in value]
+    return value
 
 
 def load_yaml(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
@@ -57,6 +66,8 @@ def load_yaml(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
         return _compose(text, path)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
+        if err.context_mark and mark and mark.line >= text.count("\n"):
+            mark = err.context_mark  # at the end of the file: say where the opened thing began
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {err.problem or err.context or 'syntax error'}"
         return None, {}, [Problem(Span(path, line, column), message)]

@@ -6,9 +6,8 @@ together as one ManifestError. Nothing after this module sees raw text.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,7 @@ def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
     except OSError as err:
         return None, [Problem(Span(display, 1, 1), f"cannot read the manifest: {err.strerror}")]
     try:
-        return raw.decode("utf-8"), []
+        return raw.decode("utf-8").removeprefix("\ufeff"), []  # editors may add a BOM
     except UnicodeDecodeError as err:
         before = raw[: err.start]
         line = before.count(b"\n") + 1
@@ -113,60 +112,72 @@ def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
                               f"not UTF-8 text (byte 0x{raw[err.start]:02x})")]
 
 
-def read_document(path: Path, display: str | None = None) -> tuple[dict[str, Any], SpanTable,
-                                                                    list[Problem]]:
+@dataclass
+class Source:
+    """A manifest's document as read, before variables and validation."""
+
+    doc: dict[str, Any] = field(default_factory=dict)
+    spans: SpanTable = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    damaged: set[str] = field(default_factory=set)  # targets/agents with a problem already
+
+
+def read_document(path: Path, display: str | None = None) -> Source:
     """One file (no includes followed) -> its data-form document, spans and problems."""
     shown = display or str(path)
     text, problems = read_text(path, shown)
     if text is None:
-        return {}, {}, [Problem(p.span, p.message, blocking=True) for p in problems]
-    form = form_of(path)
-    if form == "agentfile":
+        return Source(problems=[Problem(p.span, p.message, blocking=True) for p in problems])
+    if form_of(path) == "agentfile":
         document, problems = parse(text, shown)
-        doc, spans, more = lower(document)
-        problems += more
-    else:
-        data, spans, problems = (load_yaml if form == "yaml" else load_json)(text, shown)
-        if data is None and not problems:
-            data = {}
-        if not isinstance(data, dict):
-            problems.append(Problem(spans.get((), Span(shown, 1, 1)),
-                                    "a manifest is a mapping with targets, agents and options"))
-            data = {}
-        doc = data
-    return doc, spans, problems
+        lowering = lower(document)
+        return Source(lowering.doc, lowering.spans, problems + lowering.problems,
+                      lowering.damaged)
+    data, spans, problems = (load_yaml if form_of(path) == "yaml" else load_json)(text, shown)
+    if data is not None and not isinstance(data, dict):
+        problems.append(Problem(spans.get((), Span(shown, 1, 1)),
+                                "a manifest is a mapping with targets, agents and options",
+                                blocking=True))
+        data = None
+    if problems and data is None:
+        problems = [Problem(p.span, p.message, blocking=True) for p in problems]
+    return Source(data or {}, spans, problems)
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """Relative to the current directory when below it, else absolute."""
     try:
-        return os.path.relpath(path)
+        return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        return str(path.resolve())
 
 
-def read_with_includes(path: Path, stack: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
-                                                                          SpanTable,
-                                                                          list[Problem]]:
+def read_with_includes(path: Path, stack: tuple[Path, ...] = ()) -> Source:
     """A file with its includes merged in: included files first, this file on top."""
-    doc, spans, problems = read_document(path, _display(path))
-    merged: dict[str, Any] = {}
-    merged_spans: SpanTable = {}
-    for index, relative in enumerate(doc.pop("include", [])):
-        where = span_for(spans, ("include", index))
-        target = (path.parent / relative).resolve()
+    source = read_document(path, display_path(path))
+    merged = Source(problems=source.problems, damaged=source.damaged)
+    includes = source.doc.pop("include", [])
+    if not isinstance(includes, list):
+        merged.problems.append(Problem(span_for(source.spans, ("include",)),
+                                       "include is a list of file names", blocking=True))
+        includes = []
+    for index, relative in enumerate(includes):
+        where = span_for(source.spans, ("include", index))
+        target = (path.parent / str(relative)).resolve()
         if target in (*stack, path.resolve()):
-            chain = " -> ".join(_display(p) for p in (*stack, path.resolve(), target))
-            problems.append(Problem(where, f"include cycle: {chain}", blocking=True))
+            chain = " -> ".join(display_path(p) for p in (*stack, path.resolve(), target))
+            merged.problems.append(Problem(where, f"include cycle: {chain}", blocking=True))
             continue
         if not target.is_file():
-            problems.append(Problem(where, f"cannot include '{relative}': no such file",
-                                    blocking=True))
+            merged.problems.append(Problem(where, f"cannot include '{relative}': no such file",
+                                           blocking=True))
             continue
-        sub_doc, sub_spans, sub_problems = read_with_includes(target, (*stack, path.resolve()))
-        problems += sub_problems
-        problems += _merge(merged, merged_spans, sub_doc, sub_spans)
-    problems += _merge(merged, merged_spans, doc, spans)
-    return merged, merged_spans, problems
+        sub = read_with_includes(target, (*stack, path.resolve()))
+        merged.problems += sub.problems
+        merged.damaged |= sub.damaged
+        merged.problems += _merge(merged.doc, merged.spans, sub.doc, sub.spans)
+    merged.problems += _merge(merged.doc, merged.spans, source.doc, source.spans)
+    return merged
 
 
 def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
@@ -194,18 +205,20 @@ def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
 def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManifest:
     """Load a manifest completely; raise ManifestError with every problem found."""
     path = path.resolve()
-    doc, spans, problems = read_with_includes(path)
+    source = read_with_includes(path)
+    doc, spans, problems = source.doc, source.spans, source.problems
     if not problems and not doc.get("targets"):
-        problems.append(Problem(Span(_display(path), 1, 1), "the manifest defines no targets"))
+        problems.append(Problem(Span(display_path(path), 1, 1), "the manifest defines no targets"))
     readable = not any(p.blocking for p in problems)
     expanded, more = expand_variables(doc, spans, environ)
     problems += more
     manifest, more = validate(expanded, spans)
     problems += more
-    invalid: set[str] = set()
+    invalid = set(source.damaged)
     if manifest is None and readable:
         # Check what is valid as well, so one bad target does not hide the others' problems.
-        manifest, invalid = _valid_part(expanded, spans)
+        manifest, more_invalid = _valid_part(expanded, spans)
+        invalid |= more_invalid
     if manifest is None or not readable:
         raise ManifestError(problems)
     root = git_root(path.parent) or path.parent

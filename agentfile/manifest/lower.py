@@ -13,8 +13,10 @@ from typing import Any
 from agentfile import quantities as q
 from agentfile.errors import Problem, Span, suggest
 from agentfile.manifest import syntax as s
+from agentfile.manifest.model import AGENT_ATTRIBUTES, OPTION_NAMES, TARGET_ATTRIBUTES
 
 KeyPath = tuple[str | int, ...]
+ATTRIBUTES = frozenset({*TARGET_ATTRIBUTES, *AGENT_ATTRIBUTES, *OPTION_NAMES} - {"default"})
 SpanTable = dict[KeyPath, Span]
 CALLS = ("file", "glob", "lines", "dir")
 
@@ -26,9 +28,16 @@ class Lowering:
         self.doc: dict[str, Any] = {}
         self.spans: SpanTable = {}
         self.problems: list[Problem] = []
+        # Targets and agents with a problem here: checks across the manifest skip them, as
+        # what they lack (a foreach, a value) would only be reported again as an echo.
+        self.damaged: set[str] = set()
+        self.current: str | None = None
+        self.last_block: s.Block | None = None
 
     def fail(self, span: Span, message: str) -> None:
         self.problems.append(Problem(span, message))
+        if self.current is not None:
+            self.damaged.add(self.current)
 
     # -- statements ---------------------------------------------------------------------
 
@@ -41,13 +50,23 @@ class Lowering:
             elif isinstance(statement, s.Variable):
                 self.variable(statement)
             else:
+                self.current = statement.head[-1].text
                 self.block(statement)
+                self.current = None
+                self.last_block = statement
+                continue
+            self.last_block = None
 
     def variable(self, statement: s.Variable) -> None:
         name = statement.name.text
         if not name.replace("_", "a").isalnum() or name[0].isdigit():
             self.fail(statement.name.span, f"'{name}' is not a variable name "
                       "(letters, digits and _; a target needs ':')")
+            return
+        if self.last_block is not None and not self.last_block.body and name in ATTRIBUTES:
+            owner = self.last_block.head[-1].text
+            self.fail(statement.name.span, f"'{name}' is not indented: as written it is a "
+                      f"variable; indent it to make it an attribute of '{owner}'")
             return
         variables = self.doc.setdefault("vars", {})
         self.spans[("vars", name)] = statement.span
@@ -202,7 +221,7 @@ class Lowering:
             try:
                 kind = kinds(item)
             except ValueError as err:
-                self.fail(item.span, str(err))
+                self.fail(item.atoms[-1].span, str(err))
                 continue
             if kind is None:
                 self.fail(item.span, f"'{_text(item)}' is not {what}")
@@ -303,8 +322,8 @@ def _price_item(item: s.Item) -> tuple[str, Any] | None:
     return None
 
 
-def lower(document: s.Document) -> tuple[dict[str, Any], SpanTable, list[Problem]]:
-    """The document, its span table, and every problem found on the way."""
+def lower(document: s.Document) -> Lowering:
+    """The document, its span table, every problem found on the way, and damaged names."""
     lowering = Lowering()
     lowering.document(document)
-    return lowering.doc, lowering.spans, lowering.problems
+    return lowering

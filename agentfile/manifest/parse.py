@@ -258,7 +258,7 @@ def parse(text: str, path: str) -> tuple[s.Document, list[Problem]]:
     problems = _prescan(text, path)
     source = text if text.endswith("\n") else text + "\n"
     if problems:
-        source = _blank_lines(source, {p.span.line for p in problems})
+        source = _repair_lines(source, {p.span.line for p in problems})
     try:
         return _run(source, path), _blocking(problems)
     except ManifestError as err:
@@ -280,10 +280,15 @@ def _blocking(problems: list[Problem]) -> list[Problem]:
     return [Problem(p.span, p.message, blocking=True) for p in problems]
 
 
-def _blank_lines(source: str, numbers: set[int]) -> str:
+def _repair_lines(source: str, numbers: set[int]) -> str:
+    """Lines with a tab or control character, made parseable to find the other problems:
+    leading tabs become four spaces, other lines with a bad character are blanked."""
     lines = source.split("\n")
     for number in numbers:
-        lines[number - 1] = ""
+        line = lines[number - 1]
+        stripped = line.lstrip(" \t")
+        fixed = line[: len(line) - len(stripped)].replace("\t", "    ") + stripped
+        lines[number - 1] = fixed if _prescan(fixed, "") == [] else ""
     return "\n".join(lines)
 
 
@@ -329,7 +334,7 @@ def _statement_starts(lines: list[str]) -> list[int]:
 def _recover(source: str, path: str) -> tuple[str, list[Problem]]:
     """Parse each top-level statement alone; blank the broken ones, keeping line numbers."""
     lines = source.split("\n")
-    starts = _statement_starts(lines)
+    starts = _statement_starts(lines) or [0]
     problems: list[Problem] = []
     bounds = list(zip(starts, [*starts[1:], len(lines)], strict=True))
     for begin, end in bounds:
@@ -363,6 +368,9 @@ def _problem_from(err: LarkError, path: str, line_offset: int) -> Problem:
         tok = err.token
         line = (tok.line or 1) + line_offset
         column = tok.column or 1
+        if tok.type in ("_INDENT", "_DEDENT") and tok.end_line:
+            # These borrow the newline's position; the user means the line they start.
+            line, column = tok.end_line + line_offset, tok.end_column or 1
         return Problem(Span(path, line, column), _unexpected_message(tok, set(err.expected)))
     return Problem(Span(path, line_offset + 1, 1), str(err))
 

@@ -43,7 +43,8 @@ class Checker:
     def run(self) -> list[ConcreteTarget]:
         self.check_agents()
         for name, target in self.manifest.targets.items():
-            self.check_target(name, target)
+            if name not in self.invalid:
+                self.check_target(name, target)
         targets = self.fan_out()
         self.check_default(targets)
         return targets
@@ -92,12 +93,15 @@ class Checker:
         for index, context in enumerate(target.context):
             self.check_file(context, (*path, "context", index))
         var = target.foreach.var if target.foreach else None
+        unbound = sorted(set(placeholders(name)) - {var})
+        if unbound:
+            self.fail(path, f"target name '{name}' has {{{unbound[0]}}} but no "
+                      f"`foreach {unbound[0]} in …`")
         names = set(placeholders(name))
-        if var is None and names:
-            self.fail(path, f"target name '{name}' has {{{sorted(names)[0]}}} but no "
-                      f"`foreach {sorted(names)[0]} in …`")
         if var is not None and var not in names:
             self.fail((*path, "foreach"), f"a fan-out target's name must contain {{{var}}}")
+        if target.foreach is not None and target.foreach.glob is not None:
+            self.check_glob(target.foreach.glob, (*path, "foreach"))
         if target.canary is not None and target.foreach is None:
             self.fail((*path, "canary"), "canary needs a fan-out (`foreach`)")
         local = {var} if var else set()
@@ -220,6 +224,11 @@ class Checker:
                 self.fail(path, f"'{template}' depends on unknown target '{dep}'"
                           f"{suggest(dep, [*instances, *groups])}")
         return tuple(dict.fromkeys(deps))
+
+    def check_glob(self, pattern: str, path: KeyPath) -> None:
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            self.fail(path, f"glob(\"{pattern}\") must stay inside the repository "
+                      "(a relative pattern without '..')")
 
     def check_default(self, targets: list[ConcreteTarget]) -> None:
         default = self.manifest.options.default or []

@@ -19,7 +19,13 @@ from agentfile import quantities as q
 from agentfile.errors import Problem, suggest
 from agentfile.manifest.expand import span_for
 from agentfile.manifest.lower import KeyPath, SpanTable
-from agentfile.manifest.model import PROVIDERS, Manifest
+from agentfile.manifest.model import (
+    IDENTIFIER_PATTERN,
+    PROVIDERS,
+    TARGET_NAME_PATTERN,
+    VARIABLE_PATTERN,
+    Manifest,
+)
 
 SCHEMA_ID = "https://agentfile.dev/schema/agentfile.schema.json"
 _PATTERN_PARSERS: dict[str, Callable[[str], object]] = {
@@ -35,6 +41,11 @@ def schema_document() -> dict[str, Any]:
     schema = Manifest.model_json_schema(by_alias=True)
     schema["properties"]["$schema"] = {"type": "string",
                                        "description": "the schema this file follows"}
+    # pydantic checks dictionary keys but does not write them into the schema; editors
+    # should see the same rule.
+    for key, pattern in (("targets", TARGET_NAME_PATTERN), ("agents", IDENTIFIER_PATTERN),
+                         ("vars", VARIABLE_PATTERN)):
+        schema["properties"][key]["propertyNames"] = {"pattern": pattern}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -114,6 +125,8 @@ def _leaf_errors(err: jsonschema.ValidationError) -> list[jsonschema.ValidationE
 
 def _where(err: jsonschema.ValidationError) -> KeyPath:
     path = tuple(err.absolute_path)
+    if "propertyNames" in err.schema_path:
+        return (*path, str(err.instance))
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         extra = _unexpected(err)
         if extra:
@@ -137,18 +150,25 @@ def _noun(path: KeyPath) -> str:
     return f"key in {path[-1]}"
 
 
+def _key(path: KeyPath) -> str:
+    """The name a message speaks of: the last key, not a list index."""
+    return next((str(k) for k in reversed(path) if isinstance(k, str)), "manifest")
+
+
 def _schema_message(err: jsonschema.ValidationError) -> str:
     path = tuple(err.absolute_path)
-    key = str(path[-1]) if path else "manifest"
+    key = _key(path)
     if err.validator == "additionalProperties":
         extra = _unexpected(err)
         allowed = _schema_of(err).get("properties", {})
         return "; ".join(f"unknown {_noun(path)} '{name}'{suggest(name, allowed)}"
                          for name in extra)
+    if "propertyNames" in err.schema_path:
+        return _bad_name(str(err.instance), str(path[0]) if path else "")
     if err.validator == "enum":
         choices = [str(c) for c in _rule(err)]
         what = "provider" if key == "provider" else key
-        return (f"unknown {what} {json.dumps(err.instance)}{suggest(str(err.instance), choices)}"
+        return (f"unknown {what} '{err.instance}'{suggest(str(err.instance), choices)}"
                 f" (one of: {', '.join(choices)})")
     if err.validator in ("anyOf", "oneOf"):
         return _any_of_message(key, err)
@@ -162,13 +182,18 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
         if path and path[0] in ("targets", "agents", "vars") and len(path) == 2:
             return f"'{err.instance}' is not a valid name"
         return f"{key}: {json.dumps(err.instance)} is not of the expected form"
-    if err.validator == "propertyNames":
-        return f"'{err.instance}' is not a valid name"
     if err.validator == "type":
         return f"{key} should be {_type_words(_rule(err))}, not {_json_kind(err.instance)}"
     if err.validator == "required":
         return f"{key}: {err.message}"
     return f"{key}: {err.message}"
+
+
+def _bad_name(name: str, section: str) -> str:
+    allowed = {"targets": "letters, digits, _ - . / and {var}",
+               "agents": "letters, digits, _ and -, not starting with a digit",
+               "vars": "letters, digits and _, not starting with a digit"}.get(section, "")
+    return f"'{name}' is not a valid name" + (f" ({allowed})" if allowed else "")
 
 
 def _any_of_message(key: str, err: jsonschema.ValidationError) -> str:
@@ -217,8 +242,10 @@ def _json_kind(value: Any) -> str:
 
 def _model_message(error: Any) -> str:
     loc = tuple(error["loc"])
-    key = str(loc[-1]) if loc else "manifest"
+    key = _key(loc)
     message = str(error["msg"]).removeprefix("Value error, ")
+    if "[key]" in loc:
+        return _bad_name(str(error["input"]), str(loc[0]))
     if error["type"] == "literal_error" and key == "provider":
         return f"unknown provider '{error['input']}'{suggest(str(error['input']), PROVIDERS)}"
     return f"{key}: {message}" if loc else message

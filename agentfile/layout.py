@@ -1,0 +1,89 @@
+"""Where a build's files live under `.agentfile/` (SPEC 5.6), and run ids."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+STATE_DIR = ".agentfile"
+
+
+def new_run_id(now: float | None = None) -> str:
+    """`YYYYmmdd-HHMMSS-xxxx`: sortable by time, unique by its random tail."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def target_path(name: str) -> str:
+    """A target name as a relative path: `/` keeps its meaning, nothing can climb out."""
+    parts = []
+    for part in name.split("/"):
+        text = quote(part, safe="-_.{}@+=,")
+        parts.append(text.replace(".", "%2E") if text in ("", ".", "..") else text)
+    return "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Paths of one repository's state."""
+
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.sqlite"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "build.lock"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def ensure(self) -> None:
+        """Create `.agentfile/` with a `.gitignore` of `*`, so git never sees it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+
+
+@dataclass(frozen=True, slots=True)
+class RunFiles:
+    """Paths of one build's files: events, summary, and per-target logs, prompts, results."""
+
+    dir: Path
+
+    @property
+    def events(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / "summary.json"
+
+    def log(self, target: str) -> Path:
+        return self.dir / "logs" / f"{target_path(target)}.log"
+
+    def prompt(self, target: str) -> Path:
+        return self.dir / "prompts" / f"{target_path(target)}.md"
+
+    def result(self, target: str) -> Path:
+        return self.dir / "results" / f"{target_path(target)}.md"
+
+    def diff(self, target: str) -> Path:
+        return self.dir / "diffs" / f"{target_path(target)}.diff"
+
+    def usage(self, target: str) -> Path:
+        return self.dir / "usage" / f"{target_path(target)}.json"

@@ -1,0 +1,282 @@
+"""Spawning and stopping process trees so that none is ever left behind.
+
+Each target runs in its own session (process group). Stopping sends TERM to the group, waits a
+grace period, then KILLs every process of the tree psutil can find, including children that left
+the group. agentfile also makes itself a child subreaper (Linux), so a daemonised grandchild is
+re-parented to agentfile rather than to init, and is still found and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import psutil
+
+GRACE_SECONDS = 2.0
+TAG_VARIABLE = "AGENTFILE_PROCESS_TAG"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux prctl); False where the platform cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants that still exist."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def stop_tree(pid: int, *, grace: float = GRACE_SECONDS,
+              known: Mapping[int, float] | None = None,
+              leader: subprocess.Popen[bytes] | None = None) -> None:
+    """TERM the group, wait `grace`, then KILL every process of the tree still alive.
+
+    `known` holds pids seen in the tree before (with their create times), so a child that
+    left the group and was re-parented is still stopped. The `leader`, when it is our own
+    Popen, is waited for through Popen only, so its exit status is never stolen.
+    """
+    members = {p.pid: p for p in tree(pid) if p.pid != pid or leader is None}
+    for other, created in (known or {}).items():
+        if other not in members and other != pid:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(other)
+                if abs(proc.create_time() - created) < 0.01:
+                    members[other] = proc
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    for proc in members.values():
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    _, alive = psutil.wait_procs(list(members.values()), timeout=grace)
+    if leader is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            leader.wait(timeout=max(deadline - time.monotonic(), 0.01))
+    for proc in alive + [p for p in tree(pid) if p.pid not in members and p.pid != pid]:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if leader is not None:
+        leader.wait()
+    psutil.wait_procs(alive, timeout=1.0)
+
+
+def adopted(tag: str) -> dict[int, float]:
+    """Processes re-parented to agentfile whose environment carries `tag`: members of a
+    target's tree that daemonised (double fork, setsid) and so left its tree and group."""
+    found: dict[int, float] = {}
+    if not tag:
+        return found
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.environ().get(TAG_VARIABLE) == tag:
+                found[child.pid] = child.create_time()
+    return found
+
+
+def reap_zombies(leaders: set[int]) -> None:
+    """Collect adopted children that exited; never a running target's leader (its Popen
+    must read its own exit status)."""
+    for child in psutil.Process().children():
+        if child.pid in leaders:
+            continue
+        with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reap(pids: Mapping[int, float]) -> None:
+    """Collect the exit status of descendants re-parented to us (we are their subreaper)."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Kill and reap adopted descendants that no running target owns (we are subreaper)."""
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in keep:
+            continue
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(child.pid, 0)
+
+
+@dataclass
+class Outcome:
+    """How a process ended."""
+
+    exit_code: int | None
+    stopped: str | None = None  # why agentfile stopped it: "timeout", "over-budget", ...
+    duration_s: float = 0.0
+    tail: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Launch:
+    """What to start: a shell command line (or argv), where, and with what environment."""
+
+    command: str | list[str]
+    cwd: Path
+    env: Mapping[str, str]
+    deadline: float | None = None  # time.monotonic() after which the tree is stopped
+    tag: str = ""  # marks the tree's environment, to find members that escaped it
+
+
+TAIL_LINES = 40
+
+
+def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = None,
+        watch: Callable[[], str | None] | None = None,
+        cancel: threading.Event | None = None,
+        on_start: Callable[[int], None] | None = None) -> Outcome:
+    """Run to completion, streaming output into `log` line by line (flushed as it comes).
+
+    The process tree is stopped when the deadline passes ("timeout"), when `watch` returns a
+    reason, or when `cancel` is set ("interrupted"); after a normal exit, whatever the leader
+    left running in its group is stopped too.
+    """
+    shell = isinstance(launch.command, str)
+    started = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab", buffering=0) as sink:
+        env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else dict(launch.env)
+        proc = subprocess.Popen(
+            launch.command, shell=shell, cwd=launch.cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, executable="/bin/sh" if shell else None,
+        )
+        if on_start is not None:
+            on_start(proc.pid)
+        known: dict[int, float] = {}
+        tail: list[str] = []
+        pump = _Pump(proc, sink, tail, on_line)
+        stopped = pump.until_exit(known, launch.deadline, watch, cancel)
+        known.update(adopted(launch.tag))
+        if stopped is not None or known or _group_alive(proc.pid):
+            stop_tree(proc.pid, grace=GRACE_SECONDS if stopped else 0.2, known=known,
+                      leader=proc)
+        proc.wait()
+        _reap(known)
+        pump.drain()
+    return Outcome(proc.returncode, stopped, time.monotonic() - started, tail)
+
+
+class _Pump:
+    """Moves a child's output into its log, a line at a time, without ever blocking."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], sink: BinaryIO, tail: list[str],
+                 on_line: Callable[[str], None] | None) -> None:
+        assert proc.stdout is not None
+        self.proc = proc
+        self.fd = proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.sink = sink
+        self.tail = tail
+        self.on_line = on_line
+        self.partial = b""
+        self.eof = False
+
+    def until_exit(self, known: dict[int, float], deadline: float | None,
+                   watch: Callable[[], str | None] | None,
+                   cancel: threading.Event | None) -> str | None:
+        """Pump until the leader has exited and the pipe is closed (or nearly); a reason to
+        stop it early is returned instead."""
+        # Most targets end within 100 ms: sampling the tree (a /proc scan) waits until then.
+        next_check = time.monotonic() + 0.1
+        exited_at: float | None = None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while True:
+                if not self.eof and selector.select(timeout=0.05):
+                    self.read()
+                now = time.monotonic()
+                if exited_at is None and self.proc.poll() is not None:
+                    exited_at = now
+                if exited_at is not None and (self.eof or now - exited_at > 0.2):
+                    return None  # a background child holding the pipe is stopped next
+                if self.eof and exited_at is None:
+                    # Output closed: the leader is exiting (or went quiet); wait on it, briefly.
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(timeout=0.05)
+                if cancel is not None and cancel.is_set():
+                    return "interrupted"
+                if deadline is not None and now >= deadline:
+                    return "timeout"
+                if now >= next_check:
+                    next_check = now + 0.1
+                    for member in tree(self.proc.pid)[1:]:
+                        with contextlib.suppress(psutil.Error):
+                            known.setdefault(member.pid, member.create_time())
+                    reason = watch() if watch is not None else None
+                    if reason is not None:
+                        return reason
+
+    def read(self) -> None:
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self.eof = True
+            return
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        if lines:
+            self.sink.write(b"\n".join(lines) + b"\n")
+            for raw in lines:
+                self.line(raw)
+
+    def line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self.tail.append(text)
+        del self.tail[:-TAIL_LINES]
+        if self.on_line is not None:
+            self.on_line(text)
+
+    def drain(self) -> None:
+        """What is left in the pipe after the tree was stopped, then the last partial line."""
+        deadline = time.monotonic() + 0.5
+        while not self.eof and time.monotonic() < deadline:
+            before = self.partial
+            self.read()
+            if self.partial == before and not self.eof:
+                time.sleep(0.01)
+        if self.partial:
+            self.sink.write(self.partial + b"\n")
+            self.line(self.partial)
+            self.partial = b""
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()

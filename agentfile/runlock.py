@@ -1,0 +1,71 @@
+"""One build per repository at a time (SPEC 5.6).
+
+The lock is an flock on `.agentfile/build.lock`, so it dies with its holder; the file also names
+the holder (pid, run id, start time) for the message a second build prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agentfile.errors import UsageError
+
+
+class BuildLocked(UsageError):
+    """Another live build holds this repository."""
+
+
+def holder(lock_file: Path) -> dict[str, Any] | None:
+    """Who holds the lock, or None if nobody does (a stale file is not a holder)."""
+    if not lock_file.exists():
+        return None
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                return dict(json.loads(handle.read() or "{}"))
+            except ValueError:
+                return {}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(lock_file: Path, run_id: str) -> Iterator[None]:
+    """Hold the repository's build lock; raise BuildLocked naming the live holder."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a+")  # noqa: SIM115 - held for the whole build
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                info = json.loads(handle.read() or "{}")
+            except ValueError:
+                info = {}
+            raise BuildLocked(
+                f"another build is running in this repository: pid {info.get('pid', '?')}, "
+                f"run {info.get('run', '?')} (started {info.get('started_at', '?')}); "
+                "wait for it, or see `agentfile status`") from None
+        # The lock was free: any content is a dead holder's; take it over.
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "run": run_id, "started": time.time(),
+                                 "started_at": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        handle.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+        handle.close()

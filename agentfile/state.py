@@ -1,0 +1,214 @@
+"""The per-repository store, `.agentfile/state.sqlite`: runs, attempts, outcomes, fingerprints.
+
+Only the build's main thread writes; commands such as `runs` and `report` read. WAL mode lets a
+reader look at a running build.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    started REAL NOT NULL,
+    finished REAL,
+    status TEXT,
+    exit_code INTEGER,
+    pid INTEGER,
+    argv TEXT,
+    requested TEXT,
+    cost_usd REAL DEFAULT 0,
+    tokens INTEGER DEFAULT 0,
+    duration_s REAL,
+    sequential_s REAL,
+    counts TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run TEXT NOT NULL,
+    target TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    started REAL,
+    finished REAL,
+    duration_s REAL,
+    cost_usd REAL DEFAULT 0,
+    tokens INTEGER DEFAULT 0,
+    peak_rss_bytes INTEGER,
+    cpu_s REAL,
+    session TEXT,
+    PRIMARY KEY (run, target, attempt)
+);
+CREATE TABLE IF NOT EXISTS outcomes (
+    run TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    finished REAL,
+    duration_s REAL DEFAULT 0,
+    cost_usd REAL DEFAULT 0,
+    tokens INTEGER DEFAULT 0,
+    peak_rss_bytes INTEGER,
+    cpu_s REAL,
+    exit_code INTEGER,
+    detail TEXT,
+    PRIMARY KEY (run, target)
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    target TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    run TEXT NOT NULL,
+    recorded REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_by_target ON outcomes (target, finished);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    run: str
+    target: str
+    status: str
+    attempts: int
+    started: float | None
+    finished: float | None
+    duration_s: float
+    cost_usd: float
+    tokens: int
+    peak_rss_bytes: int | None
+    cpu_s: float | None
+    exit_code: int | None
+    detail: str | None
+
+
+class Store:
+    """A connection to one repository's state database."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        if readonly:
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # A crash may lose the last transaction, never corrupt: enough for a build log.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, *, pid: int, argv: Sequence[str],
+                  requested: Sequence[str]) -> None:
+        self.db.execute(
+            "INSERT INTO runs (id, started, pid, argv, requested, status) "
+            "VALUES (?, ?, ?, ?, ?, 'running')",
+            (run_id, time.time(), pid, json.dumps(list(argv)), json.dumps(list(requested))))
+
+    def finish_run(self, run_id: str, *, status: str, exit_code: int, cost_usd: float,
+                   tokens: int, duration_s: float, sequential_s: float,
+                   counts: Mapping[str, int]) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished=?, status=?, exit_code=?, cost_usd=?, tokens=?, "
+            "duration_s=?, sequential_s=?, counts=? WHERE id=?",
+            (time.time(), status, exit_code, cost_usd, tokens, duration_s, sequential_s,
+             json.dumps(dict(counts)), run_id))
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+        return [dict(r) for r in rows]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def last_run(self, *, finished: bool = False) -> dict[str, Any] | None:
+        where = "WHERE finished IS NOT NULL" if finished else ""
+        row = self.db.execute(f"SELECT * FROM runs {where} ORDER BY started DESC LIMIT 1"
+                              ).fetchone()
+        return dict(row) if row else None
+
+    # -- attempts and outcomes ----------------------------------------------------------
+
+    def record_attempt(self, run_id: str, target: str, attempt: int, *, status: str,
+                       exit_code: int | None, started: float, finished: float,
+                       cost_usd: float, tokens: int, peak_rss_bytes: int | None,
+                       cpu_s: float | None, session: str | None) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, target, attempt, status, exit_code, started, finished,
+             finished - started, cost_usd, tokens, peak_rss_bytes, cpu_s, session))
+
+    def record_outcome(self, row: OutcomeRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (row.run, row.target, row.status, row.attempts, row.started,
+                         row.finished, row.duration_s, row.cost_usd, row.tokens,
+                         row.peak_rss_bytes, row.cpu_s, row.exit_code, row.detail))
+
+    def outcomes(self, run_id: str) -> list[OutcomeRow]:
+        rows = self.db.execute("SELECT * FROM outcomes WHERE run=? ORDER BY started, target",
+                               (run_id,))
+        return [OutcomeRow(**dict(r)) for r in rows]
+
+    def durations(self) -> dict[str, float]:
+        """Each target's duration in its latest successful run (to weigh the critical path)."""
+        rows = self.db.execute(
+            "SELECT target, duration_s FROM outcomes o WHERE status='succeeded' AND "
+            "finished = (SELECT MAX(finished) FROM outcomes i WHERE i.target=o.target "
+            "AND i.status='succeeded')")
+        return {r["target"]: float(r["duration_s"] or 0) for r in rows}
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT * FROM attempts WHERE run=? ORDER BY started", (run_id,))
+        return [dict(r) for r in rows]
+
+    # -- fingerprints -------------------------------------------------------------------
+
+    def fingerprints(self) -> dict[str, str]:
+        rows = self.db.execute("SELECT target, fingerprint FROM fingerprints")
+        return {r["target"]: r["fingerprint"] for r in rows}
+
+    def record_fingerprint(self, target: str, fingerprint: str, run_id: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?)",
+                        (target, fingerprint, run_id, time.time()))
+
+    def forget_fingerprint(self, target: str) -> None:
+        self.db.execute("DELETE FROM fingerprints WHERE target=?", (target,))
+
+    def fingerprint_run(self, target: str) -> str | None:
+        row = self.db.execute("SELECT run FROM fingerprints WHERE target=?", (target,)
+                              ).fetchone()
+        return str(row["run"]) if row else None
+
+
+def open_store(path: Path, *, readonly: bool = False) -> Store | None:
+    """The store, or None when reading one that does not exist yet."""
+    if readonly and not path.is_file():
+        return None
+    return Store(path, readonly=readonly)
+
+
+__all__ = ["OutcomeRow", "Store", "closing", "open_store"]
