@@ -13,7 +13,13 @@ import traceback
 from collections.abc import Sequence
 
 from agentfile import __version__
-from agentfile.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, AgentfileError
+from agentfile.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AgentfileError,
+    UsageError,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(parser)
     parser.set_defaults(file=None, directory=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    build = sub.add_parser("build", help="build targets (default: options.default, else all)")
+    _manifest_options(build)
+    build.add_argument("targets", nargs="*", metavar="TARGET")
+    build.add_argument("-j", "--jobs", type=int, metavar="N", help="run at most N at once")
+    build.add_argument("-k", "--keep-going", action="store_true",
+                       help="after a failure, still run what does not depend on it")
+    build.add_argument("-n", "--dry-run", action="store_true",
+                       help="print what would run; start nothing, write nothing")
+    build.add_argument("-B", "--always-make", action="store_true",
+                       help="rebuild everything, up to date or not")
+    build.add_argument("--retry-failed", action="store_true",
+                       help="only the targets that failed or did not run in the last build")
+    build.add_argument("--json", action="store_true", help="events as JSON lines on stdout")
+    build.add_argument("--budget", metavar="$X", help="the most this build may spend")
 
     check = sub.add_parser("check", help="load and validate the manifest; exit 0 or 2")
     _manifest_options(check)
@@ -80,6 +101,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         except OSError as err:
             raise AgentfileError(f"cannot change to {args.directory}: {err.strerror}") from None
     name = args.command
+    if name == "build":
+        if args.jobs is not None and args.jobs < 1:
+            raise UsageError("-j needs a number of jobs of at least 1")
+        return commands.build(file=args.file, options=commands.BuildOptions(
+            targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
+            dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
+            as_json=args.json, budget=args.budget))
     if name == "check":
         return commands.check(file=args.file, as_json=args.json)
     if name == "list":

@@ -1,5 +1,6 @@
 """One module per subcommand; each function returns an exit code."""
 
+from agentfile.commands.build import BuildOptions, build
 from agentfile.commands.check import check
 from agentfile.commands.convert import convert
 from agentfile.commands.graph import graph
@@ -8,4 +9,5 @@ from agentfile.commands.listing import list_targets
 from agentfile.commands.plan import plan
 from agentfile.commands.schema import schema
 
-__all__ = ["check", "convert", "graph", "init", "list_targets", "plan", "schema"]
+__all__ = ["BuildOptions", "build", "check", "convert", "graph", "init", "list_targets", "plan",
+           "schema"]

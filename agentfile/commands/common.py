@@ -9,7 +9,6 @@ from typing import Any
 
 from agentfile.errors import UsageError
 from agentfile.manifest.load import LoadedManifest, find_manifest, load
-from agentfile.manifest.model import DirRef
 
 
 def manifest_path(file: str | None) -> Path:
@@ -30,6 +29,3 @@ def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
-
-def isolation_text(isolation: str | DirRef) -> str:
-    return f'dir("{isolation.dir}")' if isinstance(isolation, DirRef) else isolation

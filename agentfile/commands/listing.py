@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from agentfile.commands.common import isolation_text, load_manifest, print_json
+from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
+from agentfile.manifest.model import describe_isolation
 
 
 def list_targets(*, file: str | None, as_json: bool) -> int:
@@ -13,7 +14,7 @@ def list_targets(*, file: str | None, as_json: bool) -> int:
             "name": t.name,
             "kind": t.kind,
             "agent": loaded.agent_of(t),
-            "isolation": isolation_text(loaded.isolation_of(t)),
+            "isolation": describe_isolation(loaded.isolation_of(t)),
             "deps": list(t.deps),
             "description": t.definition.description or "",
         }

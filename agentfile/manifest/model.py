@@ -227,6 +227,11 @@ class Manifest(_Model):
     targets: dict[TargetName, Target] = Field(default_factory=dict)
 
 
+def describe_isolation(isolation: str | DirRef) -> str:
+    """As written in the language: `worktree`, `dir("apps/users")`."""
+    return f'dir("{isolation.dir}")' if isinstance(isolation, DirRef) else isolation
+
+
 TARGET_ATTRIBUTES = tuple(
     (field.alias or name) for name, field in Target.model_fields.items() if name != "deps"
 )

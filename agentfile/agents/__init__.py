@@ -1,0 +1,22 @@
+"""Agent providers, one module each, behind one protocol (`base.Provider`)."""
+
+from __future__ import annotations
+
+from agentfile.agents.base import Provider
+from agentfile.agents.command import CommandProvider
+from agentfile.errors import UsageError
+
+_PROVIDERS: dict[str, Provider] = {"command": CommandProvider()}
+
+
+def provider(name: str) -> Provider:
+    """The provider called `name`; a clear error for one this version cannot run."""
+    found = _PROVIDERS.get(name)
+    if found is None:
+        raise UsageError(f"the {name} provider cannot run in this version of agentfile "
+                         f"(available: {', '.join(sorted(_PROVIDERS))})")
+    return found
+
+
+def available() -> list[str]:
+    return sorted(_PROVIDERS)

@@ -1,0 +1,83 @@
+"""The provider protocol: how one agent CLI is run without a person (SPEC 7).
+
+A provider builds the command for a prompt, reads the CLI's own output while it runs (usage,
+session, final message), and decides success from those events as well as the exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from agentfile.manifest.model import Agent
+
+
+@dataclass
+class Usage:
+    """What an agent has spent so far; totals, updated while it runs."""
+
+    cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_reported: bool = False  # the CLI said the cost, rather than tokens x price
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def priced(self, agent: Agent) -> float:
+        """Dollars: as reported, else tokens x the agent's price (0 without a price)."""
+        if self.cost_reported or agent.price is None:
+            return self.cost_usd
+        return (self.input_tokens * agent.price.input
+                + self.output_tokens * agent.price.output) / 1_000_000
+
+
+@dataclass
+class AgentRequest:
+    """One attempt of an agent target."""
+
+    target: str
+    run_id: str
+    agent: Agent
+    workspace: Path
+    prompt_file: Path
+    result_file: Path
+    usage_file: Path
+    attempt: int
+    placeholders: Mapping[str, str] = field(default_factory=dict)
+    session: str | None = None  # to resume, on a retry
+    budget_usd_left: float | None = None
+
+
+@dataclass
+class AgentCommand:
+    """What to start for an attempt."""
+
+    command: str | list[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    unset: tuple[str, ...] = ()
+
+
+@dataclass
+class AgentVerdict:
+    """How an attempt went, read from the CLI's events and its exit code."""
+
+    ok: bool
+    message: str | None = None  # the agent's final message
+    error: str | None = None  # why it failed, for the log and the next attempt's prompt
+    session: str | None = None
+
+
+class Provider(Protocol):
+    name: str
+
+    def command(self, request: AgentRequest) -> AgentCommand: ...
+
+    def parse_line(self, line: str, usage: Usage) -> None:
+        """Read one line of the CLI's output while it runs (usage, session, result)."""
+
+    def verdict(self, request: AgentRequest, exit_code: int | None,
+                tail: list[str]) -> AgentVerdict: ...

@@ -1,0 +1,33 @@
+"""The `command` provider: any program, run through the shell with placeholders expanded.
+
+It reports usage by rewriting `$AGENTFILE_USAGE_FILE` and its final message by writing
+`$AGENTFILE_RESULT_FILE`; without one, the last lines it printed stand for the message.
+"""
+
+from __future__ import annotations
+
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.manifest.expand import substitute
+
+MESSAGE_LINES = 20
+
+
+class CommandProvider:
+    name = "command"
+
+    def command(self, request: AgentRequest) -> AgentCommand:
+        assert request.agent.command is not None  # checked when the manifest is loaded
+        return AgentCommand(substitute(request.agent.command, request.placeholders))
+
+    def parse_line(self, line: str, usage: Usage) -> None:
+        return None
+
+    def verdict(self, request: AgentRequest, exit_code: int | None,
+                tail: list[str]) -> AgentVerdict:
+        try:
+            message = request.result_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            message = "\n".join(tail[-MESSAGE_LINES:])
+        if exit_code == 0:
+            return AgentVerdict(ok=True, message=message)
+        return AgentVerdict(ok=False, message=message, error=f"exited with {exit_code}")

@@ -1,0 +1,263 @@
+"""`agentfile build`: load, select, lock, schedule, report, and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from agentfile import agents, process, ui
+from agentfile.commands.common import load_manifest, print_json
+from agentfile.commands.plan import selected
+from agentfile.errors import (
+    EXIT_BUDGET,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
+from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
+from agentfile.fingerprint import fingerprint, up_to_date
+from agentfile.layout import Layout, RunFiles, new_run_id
+from agentfile.manifest.load import LoadedManifest
+from agentfile.manifest.model import describe_isolation
+from agentfile.runlock import build_lock
+from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler, agent_definition
+from agentfile.state import Store, open_store
+
+
+@dataclass
+class BuildOptions:
+    targets: list[str]
+    jobs: int | None = None
+    keep_going: bool = False
+    dry_run: bool = False
+    force: bool = False
+    retry_failed: bool = False
+    as_json: bool = False
+    budget: str | None = None
+
+
+def build(*, file: str | None, options: BuildOptions) -> int:
+    loaded = load_manifest(file)
+    layout = Layout(loaded.root)
+    last = _last_run(layout) if options.retry_failed else None
+    wanted = options.targets or (json.loads(last["run"]["requested"]) if last else [])
+    names = selected(loaded, wanted)
+    _check_runnable(loaded, names)
+    request = BuildRequest(
+        loaded=loaded, names=names,
+        jobs=options.jobs or loaded.manifest.options.jobs or os.cpu_count() or 1,
+        keep_going=options.keep_going, force=options.force,
+        done_before=frozenset(last["succeeded"]) if last else frozenset(),
+        budget_usd=_budget_usd(loaded, options.budget),
+        budget_time=(loaded.manifest.options.budget.time
+                     if loaded.manifest.options.budget else None),
+    )
+    if options.dry_run:
+        return _dry_run(request, layout, as_json=options.as_json)
+    layout.ensure()
+    run_id = new_run_id()
+    with build_lock(layout.lock_file, run_id):
+        store = Store(layout.database)
+        try:
+            return _run(request, layout, store, run_id, as_json=options.as_json)
+        finally:
+            store.close()
+
+
+def _budget_usd(loaded: LoadedManifest, flag: str | None) -> float | None:
+    if flag is not None:
+        try:
+            return float(flag.strip().removeprefix("$"))
+        except ValueError:
+            raise UsageError(f"--budget {flag!r} is not an amount of money (e.g. $5)") from None
+    budget = loaded.manifest.options.budget
+    return budget.usd if budget else None
+
+
+def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
+    """Refuse before anything starts: a provider or isolation this version cannot run."""
+    for name in names:
+        target = loaded.graph.targets[name]
+        _, agent = agent_definition(loaded, target)
+        if agent is not None:
+            try:
+                agents.provider(agent.provider)
+            except UsageError as err:
+                raise UsageError(f"target '{name}': {err}") from None
+        isolation = loaded.isolation_of(target)
+        if target.kind != "group" and isolation != "none":
+            raise UsageError(
+                f"target '{name}': isolation {describe_isolation(isolation)} cannot run in "
+                "this version of agentfile; set `isolation = none`")
+
+
+def _last_run(layout: Layout) -> dict[str, Any] | None:
+    store = open_store(layout.database, readonly=True)
+    if store is None:
+        return None
+    try:
+        run = store.last_run(finished=True)
+        if run is None:
+            return None
+        succeeded = [o.target for o in store.outcomes(run["id"]) if o.status in SUCCESS]
+        return {"run": run, "succeeded": succeeded}
+    finally:
+        store.close()
+
+
+def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
+    """What would run, deciding up-to-date as a build would; starts and writes nothing."""
+    store = open_store(layout.database, readonly=True)
+    recorded = store.fingerprints() if store else {}
+    if store:
+        store.close()
+    loaded = request.loaded
+    fps: dict[str, str] = {}
+    would_run: set[str] = set()
+    rows = []
+    for name in request.names:
+        target = loaded.graph.targets[name]
+        _, agent = agent_definition(loaded, target)
+        fps[name] = fingerprint(target, agent=agent, base=loaded.path.parent,
+                                deps={d: fps.get(d, "") for d in target.deps})
+        fresh = up_to_date(target, fps[name], recorded.get(name), force=request.force,
+                           done_before=request.done_before,
+                           deps_ran=any(d in would_run for d in target.deps),
+                           base=loaded.path.parent)
+        if not fresh and target.kind != "group":
+            would_run.add(name)
+        rows.append({"target": name, "kind": target.kind, "would_run": name in would_run,
+                     "agent": loaded.agent_of(target),
+                     "command": target.definition.run})
+    if as_json:
+        print_json(rows)
+        return EXIT_OK
+    for row in rows:
+        if row["kind"] == "group":
+            continue
+        what = f"agent {row['agent']}" if row["agent"] else row["command"]
+        print(f"{'would run ' if row['would_run'] else 'up to date'}  {row['target']}"
+              + (f"  ({what})" if row["would_run"] else ""))
+    print(f"{len(would_run)} of {len(rows)} targets would run (-n: nothing was started)")
+    return EXIT_OK
+
+
+@contextmanager
+def _signals(scheduler: Scheduler) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the build cleanly (exit 130) instead of killing agentfile."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        scheduler.interrupt()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
+         as_json: bool) -> int:
+    files = RunFiles(layout.run_dir(run_id))
+    files.dir.mkdir(parents=True, exist_ok=True)
+    store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
+    process.become_subreaper()
+    events = EventLog(files.events)
+    console = ui.stderr_console() if as_json else ui.console_for(sys.stdout)
+
+    def log_path(target: str) -> str:
+        return os.path.relpath(files.log(target))
+
+    scheduler = Scheduler(request, run_id=run_id, files=files, store=store,
+                          reporter=events)
+    live: Reporter
+    if as_json:
+        live = JsonLines(sys.stdout)
+    elif ui.is_interactive(sys.stdout):
+        print(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}")
+        live = ui.Board(console, total=len(request.names), budget_usd=request.budget_usd,
+                        snapshot=lambda: _live_rows(scheduler), spent=scheduler.live_spent,
+                        log_path=log_path)
+    else:
+        live = ui.PlainLines(sys.stdout, log_path)
+    reporter = Fanout(events, live)
+    scheduler.reporter = reporter
+    try:
+        with _signals(scheduler):
+            outcome = scheduler.run()
+    finally:
+        process.reap_orphans(set())
+        live.close()
+    code = _exit_code(outcome)
+    summary = _summary(run_id, outcome, store, code)
+    events.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
+    if as_json:
+        JsonLines(sys.stdout).emit(make_event("build_finished", run_id,
+                                              **_finished_fields(summary)))
+    events.close()
+    files.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    store.finish_run(run_id, status=summary["status"], exit_code=code,
+                     cost_usd=summary["cost_usd"], tokens=summary["tokens"],
+                     duration_s=summary["duration_s"], sequential_s=summary["sequential_s"],
+                     counts=summary["counts"])
+    if not as_json:
+        ui.print_summary(console, summary["targets_table"], summary)
+        if outcome.stopped == "budget":
+            console.print("the build's budget was reached: nothing new was started (exit 3)")
+    return code
+
+
+def _live_rows(scheduler: Scheduler) -> list[ui.LiveRow]:
+    return [ui.LiveRow(name, r.started, r.job.progress.attempt, r.job.progress.cost_usd,
+                       r.job.progress.rss_bytes, r.job.progress.last_line)
+            for name, r in list(scheduler.running.items())]
+
+
+def _exit_code(outcome: BuildOutcome) -> int:
+    if outcome.stopped == "interrupted":
+        return EXIT_INTERRUPTED
+    if outcome.stopped == "budget":
+        return EXIT_BUDGET
+    if all(status in SUCCESS for status in outcome.statuses.values()):
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def _summary(run_id: str, outcome: BuildOutcome, store: Store, code: int) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = [
+        {"target": o.target, "status": o.status, "attempts": o.attempts,
+         "duration_s": round(o.duration_s, 3), "cost_usd": round(o.cost_usd, 6),
+         "tokens": o.tokens, "peak_rss_bytes": o.peak_rss_bytes, "cpu_s": o.cpu_s,
+         "exit_code": o.exit_code, "started": o.started, "finished": o.finished,
+         "detail": o.detail}
+        for o in store.outcomes(run_id)
+    ]
+    order = {name: i for i, name in enumerate(outcome.statuses)}
+    rows.sort(key=lambda r: order.get(r["target"], 0))
+    counts = {s: n for s in STATUSES
+              if (n := sum(1 for r in rows if r["status"] == s))}
+    status = {0: "succeeded", 3: "over-budget", 130: "interrupted"}.get(code, "failed")
+    return {
+        "run": run_id, "status": status, "exit_code": code,
+        "started": outcome.started, "finished": outcome.finished,
+        "duration_s": round(outcome.finished - outcome.started, 3),
+        "sequential_s": round(sum(r["duration_s"] for r in rows), 3),
+        "cost_usd": round(sum(r["cost_usd"] for r in rows), 6),
+        "tokens": sum(r["tokens"] for r in rows),
+        "targets": len(rows), "counts": counts, "targets_table": rows,
+    }
+
+
+def _finished_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("status", "exit_code", "counts", "cost_usd", "tokens",
+                                    "duration_s", "sequential_s")}
+

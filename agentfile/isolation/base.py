@@ -1,0 +1,16 @@
+"""The Workspace a target's process runs in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Workspace:
+    """A directory to run in, and what the target changed there once it is done."""
+
+    path: Path
+    mode: str
+    diff: str = ""  # the changes the target produced, for `{deps.NAME.diff}`
+    detail: str | None = None  # e.g. the branch holding the work

@@ -1,0 +1,352 @@
+"""One target, all its attempts: prompt, process, verify, retries (runs in a worker thread).
+
+The runner never touches the state database or the reporters: it returns a TargetResult to
+the scheduler and publishes only live progress (last line, usage, memory) for the board.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from agentfile import process
+from agentfile.agents import provider
+from agentfile.agents.base import AgentRequest, Usage
+from agentfile.isolation.base import Workspace
+from agentfile.manifest.expand import ConcreteTarget, substitute
+from agentfile.manifest.model import Agent, Budget, FileRef
+from agentfile.secrets import redactor
+
+FAILURE_LINES = 30
+RETRYABLE = ("failed", "timeout", "oom")
+
+
+@dataclass
+class Progress:
+    """Live facts about a running target, written by its worker, read by the board."""
+
+    attempt: int = 0
+    last_line: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    rss_bytes: int = 0
+    peak_rss_bytes: int = 0
+    cpu_s: float = 0.0
+    pid: int | None = None
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class Attempt:
+    number: int
+    status: str
+    exit_code: int | None
+    started: float
+    finished: float
+    cost_usd: float = 0.0
+    tokens: int = 0
+    peak_rss_bytes: int | None = None
+    cpu_s: float | None = None
+    session: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class TargetResult:
+    name: str
+    status: str
+    attempts: list[Attempt] = field(default_factory=list)
+    message: str | None = None  # an agent's final message
+    diff: str = ""
+    detail: str | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.attempts)
+
+    @property
+    def tokens(self) -> int:
+        return sum(a.tokens for a in self.attempts)
+
+    @property
+    def duration_s(self) -> float:
+        return sum(a.finished - a.started for a in self.attempts)
+
+
+@dataclass
+class Job:
+    """Everything one target needs to run, prepared by the scheduler."""
+
+    target: ConcreteTarget
+    run_id: str
+    base: Path  # the manifest's directory: prompt and context files are relative to it
+    log: Path
+    prompt_file: Path
+    result_file: Path
+    usage_file: Path
+    agent: Agent | None
+    budget: Budget | None
+    dep_results: Mapping[str, str]
+    dep_diffs: Mapping[str, str]
+    cancel: threading.Event  # set by the scheduler: interrupted, or the build's budget is spent
+    progress: Progress
+    budget_usd_left: Callable[[], float | None] = lambda: None
+    tag: str = ""
+
+
+def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
+    values = {
+        "target": job.target.name,
+        "run_id": job.run_id,
+        "workspace": str(workspace.path),
+        "prompt_file": str(job.prompt_file),
+        **job.target.bindings,
+    }
+    for name, text in job.dep_results.items():
+        values[f"deps.{name}.result"] = text
+    for name, text in job.dep_diffs.items():
+        values[f"deps.{name}.diff"] = text
+    return values
+
+
+def _dep_aliases(job: Job, values: dict[str, str]) -> None:
+    """`{deps.migrate.result}` for a fan-out dependency: its instances' texts, joined."""
+    for dep in job.target.definition.deps:
+        for kind, source in (("result", job.dep_results), ("diff", job.dep_diffs)):
+            key = f"deps.{dep}.{kind}"
+            if key not in values:
+                parts = [source[n] for n in job.target.deps if n in source
+                         and (n == dep or n.startswith(dep.split("{", 1)[0]))]
+                values[key] = "\n".join(parts)
+
+
+def shell_values(values: Mapping[str, str]) -> dict[str, str]:
+    """Placeholders for a shell command: each value one quoted word (SPEC 2.3)."""
+    return {k: shlex.quote(v) for k, v in values.items()}
+
+
+def environment(job: Job, workspace: Workspace, extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CLAUDECODE", None)  # a nested Claude Code refuses to start with it set
+    if job.agent is not None:
+        env.update(job.agent.env)
+    env.update(job.target.definition.env)
+    env.update(extra)
+    env.update({
+        "AGENTFILE_TARGET": job.target.name,
+        "AGENTFILE_RUN_ID": job.run_id,
+        "AGENTFILE_WORKSPACE": str(workspace.path),
+        "AGENTFILE_PROMPT_FILE": str(job.prompt_file),
+        "AGENTFILE_RESULT_FILE": str(job.result_file),
+        "AGENTFILE_USAGE_FILE": str(job.usage_file),
+    })
+    return env
+
+
+def compose_prompt(job: Job, values: Mapping[str, str], failure: str | None) -> str:
+    """Context files first, then the prompt, then (on a retry) what went wrong."""
+    definition = job.target.definition
+    parts: list[str] = []
+    for name in definition.context:
+        text = (job.base / name).read_text(encoding="utf-8", errors="replace")
+        parts.append(f"<context file=\"{name}\">\n{text.rstrip()}\n</context>")
+    prompt = definition.prompt
+    if isinstance(prompt, FileRef):
+        prompt = (job.base / prompt.file).read_text(encoding="utf-8", errors="replace")
+    parts.append(substitute(prompt or "", values))
+    if failure:
+        parts.append("The previous attempt failed. What went wrong:\n" + failure)
+    return redactor().text("\n\n".join(parts).rstrip() + "\n")
+
+
+class Sampler:
+    """Samples a running tree about ten times a second: memory, CPU, usage, budgets."""
+
+    def __init__(self, job: Job, usage: Usage) -> None:
+        self.job = job
+        self.usage = usage
+        self.usage_mtime = 0.0
+        self.cpu: dict[int, float] = {}
+
+    def __call__(self) -> str | None:
+        job, progress = self.job, self.job.progress
+        if progress.pid is not None:
+            rss = 0
+            for member in process.tree(progress.pid):
+                try:
+                    rss += member.memory_info().rss
+                    times = member.cpu_times()
+                    self.cpu[member.pid] = times.user + times.system
+                except psutil.Error:
+                    continue
+            progress.rss_bytes = rss
+            progress.peak_rss_bytes = max(progress.peak_rss_bytes, rss)
+            progress.cpu_s = sum(self.cpu.values())
+        if job.agent is not None:
+            self.read_usage()
+        budget = job.budget
+        if budget is not None:
+            if budget.memory is not None and progress.rss_bytes > budget.memory:
+                return "oom"
+            if budget.usd is not None and progress.cost_usd > budget.usd:
+                return "over-budget"
+            if budget.tokens is not None and self.usage.tokens > budget.tokens:
+                return "over-budget"
+        return None
+
+    def read_usage(self) -> None:
+        try:
+            mtime = self.job.usage_file.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self.usage_mtime:
+            return
+        self.usage_mtime = mtime
+        try:
+            data = json.loads(self.job.usage_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # half-written: read it next time
+        if not isinstance(data, dict):
+            return
+        if isinstance(data.get("cost_usd"), int | float):
+            self.usage.cost_usd = float(data["cost_usd"])
+            self.usage.cost_reported = True
+        for key in ("input_tokens", "output_tokens"):
+            if isinstance(data.get(key), int):
+                setattr(self.usage, key, data[key])
+        assert self.job.agent is not None
+        self.job.progress.cost_usd = self.usage.priced(self.job.agent)
+
+
+def run_target(job: Job, workspace: Workspace) -> TargetResult:
+    """Every attempt of one target, until one succeeds or none is left."""
+    result = TargetResult(job.target.name, "failed", diff="")
+    failure: str | None = None
+    session: str | None = None
+    for number in range(1, job.target.definition.retries + 2):
+        if job.cancel.is_set():
+            result.status = "interrupted"
+            break
+        attempt, message = _attempt(job, workspace, number, failure, session)
+        result.attempts.append(attempt)
+        result.status = attempt.status
+        result.message = message
+        session = attempt.session
+        if attempt.status not in RETRYABLE or job.cancel.is_set():
+            break
+        failure = attempt.error
+    result.diff = workspace.diff
+    return result
+
+
+def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
+             session: str | None) -> tuple[Attempt, str | None]:
+    progress = job.progress
+    progress.attempt = number
+    progress.usage = usage = Usage()
+    progress.cost_usd = 0.0
+    started = time.time()
+    deadline = (time.monotonic() + job.budget.time
+                if job.budget is not None and job.budget.time is not None else None)
+    values = placeholder_values(job, workspace)
+    _dep_aliases(job, values)
+    definition = job.target.definition
+    agent = job.agent
+    message: str | None = None
+    extra_env: dict[str, str] = {}
+    line_parser: Callable[[str], None] | None = None
+    if agent is not None:
+        chosen = provider(agent.provider)
+        job.prompt_file.parent.mkdir(parents=True, exist_ok=True)
+        job.prompt_file.write_text(compose_prompt(job, values, failure), encoding="utf-8")
+        job.result_file.parent.mkdir(parents=True, exist_ok=True)
+        job.result_file.unlink(missing_ok=True)
+        job.usage_file.parent.mkdir(parents=True, exist_ok=True)
+        job.usage_file.unlink(missing_ok=True)
+        request = AgentRequest(job.target.name, job.run_id, agent, workspace.path,
+                               job.prompt_file, job.result_file, job.usage_file, number,
+                               shell_values(values), session, job.budget_usd_left())
+        planned = chosen.command(request)
+        command: str | list[str] = planned.command
+        extra_env = dict(planned.env)
+
+        def parse(line: str) -> None:
+            chosen.parse_line(line, usage)
+            progress.cost_usd = usage.priced(agent)
+
+        line_parser = parse
+    else:
+        assert definition.run is not None
+        command = substitute(definition.run, shell_values(values))
+    env = environment(job, workspace, extra_env)
+
+    def on_line(line: str) -> None:
+        if line.strip():
+            progress.last_line = line
+        if line_parser is not None:
+            line_parser(line)
+
+    def on_start(pid: int) -> None:
+        progress.pid = pid
+
+    _log_header(job.log, number, command)
+    sampler = Sampler(job, usage)
+    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
+                          log=job.log, on_line=on_line, watch=sampler,
+                          cancel=job.cancel, on_start=on_start)
+    progress.pid = None
+    if agent is not None:
+        sampler.read_usage()  # the last word, written just before it exited
+    status, error = _status(outcome)
+    session_out = session
+    if agent is not None:
+        verdict = provider(agent.provider).verdict(request, outcome.exit_code, outcome.tail)
+        message = verdict.message
+        session_out = verdict.session or session
+        if status == "succeeded" and not verdict.ok:
+            status, error = "failed", verdict.error or "the agent reported a failure"
+        if message is not None:
+            job.result_file.write_text(redactor().text(message), encoding="utf-8")
+    if status == "succeeded" and definition.verify:
+        status, error = _verify(job, workspace, values, env, deadline)
+    return Attempt(number, status, outcome.exit_code, started, time.time(),
+                   cost_usd=progress.cost_usd, tokens=usage.tokens,
+                   peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
+                   session=session_out, error=error), message
+
+
+def _status(outcome: process.Outcome) -> tuple[str, str | None]:
+    """The status of an ended process, and for a failure what it said last."""
+    if outcome.stopped is None and outcome.exit_code == 0:
+        return "succeeded", None
+    how = f"stopped ({outcome.stopped})" if outcome.stopped else f"exited with {outcome.exit_code}"
+    return outcome.stopped or "failed", how + ":\n" + "\n".join(outcome.tail[-FAILURE_LINES:])
+
+
+def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
+            env: Mapping[str, str], deadline: float | None) -> tuple[str, str | None]:
+    assert job.target.definition.verify is not None
+    command = substitute(job.target.definition.verify, shell_values(values))
+    _log_header(job.log, None, command, label="verify")
+    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
+                          log=job.log, cancel=job.cancel)
+    status, error = _status(outcome)
+    return status, None if error is None else f"verify `{command}` {error}"
+
+
+def _log_header(log: Path, attempt: int | None, command: str | list[str],
+                label: str = "attempt") -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    shown = command if isinstance(command, str) else shlex.join(command)
+    head = f"{label} {attempt}" if attempt is not None else label
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"=== agentfile: {head} at {time.strftime('%H:%M:%S')}: "
+                     f"{redactor().text(shown)}\n")

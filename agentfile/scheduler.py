@@ -1,0 +1,384 @@
+"""The ready-set loop (SPEC 5.3): start what is ready and admitted, collect what finished.
+
+Targets become ready when their dependencies are done (counters, not rescans, so a 2,000-target
+build costs no more per target than a 20-target one). Among ready targets, higher priority
+first, then the longer remaining path (weighted by earlier runs' durations), then file order.
+Admission checks job slots, locks, `exclusive`, the agent's `max_parallel` and the budgets.
+Only this loop writes state and emits events; workers run targets and report back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agentfile import graph as g
+from agentfile.events import SUCCESS, Reporter, make_event
+from agentfile.fingerprint import fingerprint, up_to_date
+from agentfile.isolation import none_workspace
+from agentfile.layout import RunFiles
+from agentfile.manifest.expand import ConcreteTarget
+from agentfile.manifest.load import LoadedManifest
+from agentfile.manifest.model import Agent, describe_isolation
+from agentfile.runner import Job, Progress, TargetResult, run_target
+from agentfile.state import OutcomeRow, Store
+
+TICK_SECONDS = 0.1
+
+
+@dataclass
+class BuildRequest:
+    """What to build and how, decided by the `build` command."""
+
+    loaded: LoadedManifest
+    names: Sequence[str]  # selected targets, topologically ordered
+    jobs: int
+    keep_going: bool = False
+    force: bool = False  # -B
+    done_before: frozenset[str] = frozenset()  # --retry-failed: succeeded last time
+    budget_usd: float | None = None
+    budget_time: float | None = None
+
+
+@dataclass
+class Running:
+    target: ConcreteTarget
+    job: Job
+    thread: threading.Thread
+    started: float
+    agent_name: str | None
+
+
+@dataclass
+class BuildOutcome:
+    """The end of a build: each target's status, and why the build stopped early if it did."""
+
+    statuses: dict[str, str] = field(default_factory=dict)
+    results: dict[str, TargetResult] = field(default_factory=dict)
+    stopped: str | None = None  # "failure", "budget", "interrupted"
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def agent_definition(loaded: LoadedManifest, target: ConcreteTarget) -> tuple[str | None,
+                                                                            Agent | None]:
+    name = loaded.agent_of(target)
+    if name is None:
+        return None, None
+    return name, loaded.manifest.agents.get(name) or Agent(provider=name)  # type: ignore[arg-type]
+
+
+class Scheduler:
+    def __init__(self, request: BuildRequest, *, run_id: str, files: RunFiles, store: Store,
+                 reporter: Reporter) -> None:
+        self.request = request
+        self.loaded = request.loaded
+        self.run_id = run_id
+        self.files = files
+        self.store = store
+        self.reporter = reporter
+        self.graph = self.loaded.graph
+        self.names = list(request.names)
+        self.chosen = set(self.names)
+        self.deps = self._effective_deps()
+        self.dependents: dict[str, list[str]] = {n: [] for n in self.names}
+        for name, deps in self.deps.items():
+            for dep in deps:
+                self.dependents[dep].append(name)
+        self.waiting = {n: len(self.deps[n]) for n in self.names}
+        self.remaining = g.remaining_path(self.graph, self.names, store.durations())
+        self.recorded = store.fingerprints()
+        self.fingerprints: dict[str, str] = {}
+        self.ready: list[tuple[tuple[float, float, int], str]] = []
+        self.running: dict[str, Running] = {}
+        self.finished: queue.Queue[tuple[str, TargetResult]] = queue.Queue()
+        self.outcome = BuildOutcome()
+        self.ran: set[str] = set()  # succeeded by running in this build (not up to date)
+        self.locks: dict[str, str] = {}
+        self.agent_use: dict[str, int] = {}
+        self.interrupted = threading.Event()
+        self.spent = 0.0
+
+    # -- the graph as this build sees it ------------------------------------------------
+
+    def _effective_deps(self) -> dict[str, list[str]]:
+        """Dependencies within the selection, plus canaries: the rest of a fan-out waits
+        for its first `canary` instances."""
+        targets = self.graph.targets
+        deps = {n: [d for d in targets[n].deps if d in self.chosen] for n in self.names}
+        canaries: dict[str, list[str]] = {}
+        for name in self.names:
+            t = targets[name]
+            limit = t.definition.canary
+            if limit is not None and t.instance is not None and t.instance < limit:
+                canaries.setdefault(t.template, []).append(name)
+        for name in self.names:
+            t = targets[name]
+            limit = t.definition.canary
+            if limit is not None and t.instance is not None and t.instance >= limit:
+                deps[name] += canaries.get(t.template, [])
+        return deps
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> BuildOutcome:
+        self.outcome.started = time.time()
+        self.emit("build_started", targets=len(self.names), jobs=self.request.jobs,
+                  requested=list(self.names))
+        for name in [n for n in self.names if not self.waiting[n]]:
+            if name not in self.outcome.statuses:
+                self._became_ready(name)
+        while True:
+            self._collect(block=False)
+            self._check_budgets()
+            if self.interrupted.is_set() and self.outcome.stopped != "interrupted":
+                self.outcome.stopped = "interrupted"
+                for running in self.running.values():
+                    running.job.cancel.set()
+            self._start_what_fits()
+            if not self.running:
+                break
+            self._collect(block=True)
+        for name in self.names:
+            if name not in self.outcome.statuses:
+                self._finish(name, "blocked" if self.outcome.stopped != "interrupted"
+                             else "interrupted", detail=f"not started: {self.outcome.stopped}")
+        self.outcome.finished = time.time()
+        return self.outcome
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM (from a signal handler): the loop stops everything on its
+        next tick, within a tenth of a second."""
+        self.interrupted.set()
+
+    def _collect(self, *, block: bool) -> None:
+        try:
+            name, result = self.finished.get(timeout=TICK_SECONDS) if block else \
+                self.finished.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._target_done(name, result)
+            try:
+                name, result = self.finished.get_nowait()
+            except queue.Empty:
+                return
+
+    def _became_ready(self, name: str) -> None:
+        """All dependencies are done: blocked, up to date, or queued to start."""
+        target = self.graph.targets[name]
+        failed = [d for d in self.deps[name] if self.outcome.statuses.get(d) not in SUCCESS]
+        if failed:
+            self._finish(name, "blocked", detail=f"{failed[0]} did not succeed")
+            return
+        _, agent = agent_definition(self.loaded, target)
+        fp = fingerprint(target, agent=agent, base=self.loaded.path.parent,
+                         deps={d: self.fingerprints.get(d, "") for d in target.deps})
+        self.fingerprints[name] = fp
+        if self._up_to_date(target, fp):
+            self._finish(name, "up-to-date")
+            return
+        key = g.start_key(target, self.remaining.get(name, 0.0))
+        heapq.heappush(self.ready, (key, name))
+
+    def _up_to_date(self, target: ConcreteTarget, fp: str) -> bool:
+        return up_to_date(target, fp, self.recorded.get(target.name),
+                          force=self.request.force, done_before=self.request.done_before,
+                          deps_ran=any(d in self.ran for d in target.deps),
+                          base=self.loaded.path.parent)
+
+    def _start_what_fits(self) -> None:
+        if self.outcome.stopped is not None:
+            return
+        skipped: list[tuple[tuple[float, float, int], str]] = []
+        while self.ready and len(self.running) < self.request.jobs:
+            key, name = heapq.heappop(self.ready)
+            target = self.graph.targets[name]
+            if target.kind == "group":
+                self._finish(name, "succeeded")
+                continue
+            verdict = self._admit(target)
+            if verdict == "wait-all":
+                skipped.append((key, name))
+                break  # an exclusive target waits for the others; nothing overtakes it
+            if verdict is not None:
+                skipped.append((key, name))
+                continue
+            self._start(target)
+        for item in skipped:
+            heapq.heappush(self.ready, item)
+
+    def _admit(self, target: ConcreteTarget) -> str | None:
+        """None if the target may start now, else why not."""
+        definition = target.definition
+        if any(r.target.definition.exclusive for r in self.running.values()):
+            return "exclusive"
+        if definition.exclusive and self.running:
+            return "wait-all"
+        for lock in definition.locks:
+            if lock in self.locks:
+                return f"lock {lock}"
+        agent_name, agent = agent_definition(self.loaded, target)
+        if agent is not None and agent_name is not None and agent.max_parallel is not None \
+                and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
+            return f"agent {agent_name} at max_parallel"
+        return None
+
+    def _start(self, target: ConcreteTarget) -> None:
+        name = target.name
+        agent_name, agent = agent_definition(self.loaded, target)
+        for lock in target.definition.locks:
+            self.locks[lock] = name
+        if agent_name is not None:
+            self.agent_use[agent_name] = self.agent_use.get(agent_name, 0) + 1
+        budget = target.definition.budget
+        job = Job(
+            target=target, run_id=self.run_id, base=self.loaded.path.parent,
+            log=self.files.log(name),
+            prompt_file=self.files.prompt(name), result_file=self.files.result(name),
+            usage_file=self.files.usage(name), agent=agent, budget=budget,
+            dep_results=self._dep_texts(target, "result"),
+            dep_diffs=self._dep_texts(target, "diff"),
+            cancel=threading.Event(), progress=Progress(),
+            budget_usd_left=self._budget_left,
+            tag=f"{self.run_id}/{name}",
+        )
+        thread = threading.Thread(target=self._work, args=(job,), name=f"target {name}",
+                                  daemon=True)
+        self.running[name] = Running(target, job, thread, time.time(), agent_name)
+        self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
+                  isolation=describe_isolation(self.loaded.isolation_of(target)))
+        thread.start()
+
+    def _work(self, job: Job) -> None:
+        """A worker thread: prepare the workspace, run every attempt, report back."""
+        try:
+            with none_workspace(self.loaded.root) as workspace:
+                result = run_target(job, workspace)
+        except Exception as err:
+            result = TargetResult(job.target.name, "failed",
+                                  detail=f"agentfile could not run it: {err}")
+        self.finished.put((job.target.name, result))
+
+    def _dep_texts(self, target: ConcreteTarget, kind: str) -> dict[str, str]:
+        texts: dict[str, str] = {}
+        for dep in target.deps:
+            result = self.outcome.results.get(dep)
+            if kind == "result":
+                text = result.message if result and result.message is not None else \
+                    _previous_result(self.files, self.store, dep)
+            else:
+                text = result.diff if result else ""
+            texts[dep] = text or ""
+        return texts
+
+    # -- finishing ----------------------------------------------------------------------
+
+    def _target_done(self, name: str, result: TargetResult) -> None:
+        running = self.running.pop(name)
+        for lock in running.target.definition.locks:
+            self.locks.pop(lock, None)
+        if running.agent_name is not None:
+            self.agent_use[running.agent_name] -= 1
+        status = result.status
+        if status == "interrupted" and not self.interrupted.is_set() and \
+                self.outcome.stopped == "budget":
+            status = "over-budget"
+        result.status = status
+        self.outcome.results[name] = result
+        for attempt in result.attempts:
+            self.store.record_attempt(
+                self.run_id, name, attempt.number, status=attempt.status,
+                exit_code=attempt.exit_code, started=attempt.started,
+                finished=attempt.finished, cost_usd=attempt.cost_usd, tokens=attempt.tokens,
+                peak_rss_bytes=attempt.peak_rss_bytes, cpu_s=attempt.cpu_s,
+                session=attempt.session)
+        self.spent += result.cost_usd
+        if status == "succeeded":
+            self.ran.add(name)
+            self.store.record_fingerprint(name, self.fingerprints[name], self.run_id)
+        else:
+            self.store.forget_fingerprint(name)
+        self._finish(name, status, result=result)
+        if status not in SUCCESS and self.outcome.stopped is None and \
+                not self.request.keep_going and status != "interrupted":
+            self.outcome.stopped = "failure"
+
+    def _finish(self, name: str, status: str, *, result: TargetResult | None = None,
+                detail: str | None = None) -> None:
+        self.outcome.statuses[name] = status
+        attempts = result.attempts if result else []
+        last = attempts[-1] if attempts else None
+        started = attempts[0].started if attempts else None
+        duration = result.duration_s if result else 0.0
+        peak = max((a.peak_rss_bytes or 0 for a in attempts), default=0) or None
+        cpu = sum(a.cpu_s or 0 for a in attempts) if attempts else None
+        detail = detail or (result.detail if result else None) or (last.error if last else None)
+        self.store.record_outcome(OutcomeRow(
+            self.run_id, name, status, len(attempts), started, time.time(), duration,
+            result.cost_usd if result else 0.0, result.tokens if result else 0, peak, cpu,
+            last.exit_code if last else None, detail))
+        self.emit("target_finished", target=name, status=status,
+                  exit_code=last.exit_code if last else None, attempt=len(attempts),
+                  duration_s=round(duration, 3),
+                  cost_usd=round(result.cost_usd, 6) if result else 0.0,
+                  tokens=result.tokens if result else 0, peak_rss_bytes=peak,
+                  cpu_s=round(cpu, 3) if cpu is not None else None,
+                  detail=_first_line(detail) if status not in SUCCESS else None)
+        for child in self.dependents.get(name, []):
+            self.waiting[child] -= 1
+            if not self.waiting[child] and child not in self.outcome.statuses:
+                self._became_ready(child)
+
+    # -- budgets ------------------------------------------------------------------------
+
+    def live_spent(self) -> float:
+        return self.spent + sum(r.job.progress.cost_usd for r in self.running.values())
+
+    def _budget_left(self) -> float | None:
+        if self.request.budget_usd is None:
+            return None
+        return max(self.request.budget_usd - self.live_spent(), 0.0)
+
+    def _check_budgets(self) -> None:
+        if self.outcome.stopped in ("budget", "interrupted"):
+            return
+        request = self.request
+        over_money = request.budget_usd is not None and self.live_spent() >= request.budget_usd
+        over_time = request.budget_time is not None and \
+            time.time() - self.outcome.started >= request.budget_time
+        if over_money or over_time:
+            what = (f"${self.live_spent():.2f} of ${request.budget_usd:.2f}" if over_money
+                    else f"{request.budget_time:g}s")
+            self.emit("budget_warning", scope="build", reached=what, share=1.0)
+            self.outcome.stopped = "budget"
+            for running in self.running.values():
+                if running.target.kind == "agent" or over_time:
+                    running.job.cancel.set()
+
+    def emit(self, event: str, **fields: object) -> None:
+        self.reporter.emit(make_event(event, self.run_id, **fields))
+
+
+def _previous_result(files: RunFiles, store: Store, target: str) -> str:
+    """An up-to-date dependency's final message: from the run that last built it."""
+    run = store.fingerprint_run(target)
+    if run is None:
+        return ""
+    path = RunFiles(files.dir.parent / run).result(target)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def _first_line(text: str | None) -> str | None:
+    if not text:
+        return None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0][:200] if lines else None
+

@@ -1,0 +1,206 @@
+"""Output for people (SPEC 10): the only module that imports rich.
+
+On a terminal, a live board of running targets and a progress line; elsewhere (CI, pipes,
+NO_COLOR) one plain line per event. At the end, a summary table and the build's totals.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from agentfile.events import SUCCESS, Event
+
+_STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
+          "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
+          "violation": "red", "blocked": "yellow", "interrupted": "yellow"}
+
+
+@dataclass
+class LiveRow:
+    """What the board shows of one running target."""
+
+    name: str
+    started: float
+    attempt: int
+    cost_usd: float
+    rss_bytes: int
+    last_line: str
+    state: str = "running"
+
+
+def is_interactive(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
+
+
+def human_size(size: int | None) -> str:
+    if not size:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GiB"
+
+
+def human_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def money(usd: float | None) -> str:
+    return "-" if not usd else f"${usd:.4f}" if usd < 0.01 else f"${usd:.2f}"
+
+
+class PlainLines:
+    """One line per event, for CI logs and pipes."""
+
+    def __init__(self, stream: TextIO, log_path: Callable[[str], str]) -> None:
+        self.stream = stream
+        self.log_path = log_path
+
+    def emit(self, event: Event) -> None:
+        line = describe(event, self.log_path)
+        if line:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+            self.stream.write(f"[{stamp}] {line}\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
+    kind = event["event"]
+    if kind == "build_started":
+        return f"build {event['run']}: {event['targets']} targets, -j{event['jobs']}"
+    if kind == "target_started":
+        how = f"agent {event['agent']}, {event['isolation']}" if event.get("agent") else \
+            event.get("kind", "")
+        return f"start      {event['target']} ({how})"
+    if kind == "target_finished":
+        status = event["status"]
+        if status == "up-to-date":
+            return f"up-to-date {event['target']}"
+        if status == "blocked":
+            return f"blocked    {event['target']} ({event.get('detail') or 'a dependency failed'})"
+        facts = [human_time(event.get("duration_s"))]
+        if event.get("cost_usd"):
+            facts.append(money(event["cost_usd"]))
+        if event.get("attempt", 1) > 1:
+            facts.append(f"{event['attempt']} attempts")
+        text = f"{status:<10} {event['target']} ({', '.join(facts)})"
+        if status not in SUCCESS:
+            reason = event.get("detail") or f"exit {event.get('exit_code')}"
+            text += f": {reason}; log: {log_path(event['target'])}"
+        return text
+    if kind == "budget_warning":
+        return f"budget     {event.get('scope', 'build')}: {event.get('reached', '')}"
+    if kind == "throttled":
+        return f"throttled  {event.get('target')}: {event.get('reason')}"
+    if kind == "merged":
+        return f"merged     {event.get('target')} into {event.get('into')}"
+    if kind == "build_finished":
+        return f"build {event['status']} in {human_time(event.get('duration_s'))}"
+    return None
+
+
+class Board:
+    """The live board on a terminal: running targets and a progress line."""
+
+    def __init__(self, console: Console, *, total: int, budget_usd: float | None,
+                 snapshot: Callable[[], Sequence[LiveRow]], spent: Callable[[], float],
+                 log_path: Callable[[str], str]) -> None:
+        self.console = console
+        self.total = total
+        self.budget_usd = budget_usd
+        self.snapshot = snapshot
+        self.spent = spent
+        self.log_path = log_path
+        self.done: dict[str, str] = {}
+        self.live = Live(self._render(), console=console, refresh_per_second=4,
+                         get_renderable=self._render, transient=True)
+        self.live.start()
+
+    def emit(self, event: Event) -> None:
+        if event["event"] == "target_finished":
+            self.done[event["target"]] = event["status"]
+            if event["status"] not in SUCCESS and event["status"] != "up-to-date":
+                line = describe(event, self.log_path)
+                if line:
+                    self.console.print(Text(line, style=_STYLE.get(event["status"], "")))
+        elif event["event"] in ("budget_warning", "throttled"):
+            line = describe(event, self.log_path)
+            if line:
+                self.console.print(Text(line, style="yellow"))
+
+    def _render(self) -> Group:
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+        for column in ("target", "attempt", "time", "cost", "memory", "last line"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True,
+                             max_width=60 if column == "last line" else None)
+        now = time.time()
+        for row in self.snapshot():
+            table.add_row(row.name, str(row.attempt), human_time(now - row.started),
+                          money(row.cost_usd), human_size(row.rss_bytes), row.last_line)
+        ok = sum(1 for s in self.done.values() if s in SUCCESS)
+        bad = len(self.done) - ok
+        spent = self.spent()
+        budget = f" of {money(self.budget_usd)}" if self.budget_usd else ""
+        progress = Text(f"{len(self.done)}/{self.total} done ({ok} ok, {bad} not) · "
+                        f"spent {money(spent) if spent else '$0'}{budget}", style="bold")
+        return Group(table, progress)
+
+    def close(self) -> None:
+        self.live.stop()
+
+
+def console_for(stream: TextIO) -> Console:
+    interactive = is_interactive(stream)
+    return Console(file=stream, force_terminal=interactive, no_color=not interactive,
+                   width=None if interactive else 120, highlight=False)
+
+
+def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],
+                  totals: Mapping[str, Any]) -> None:
+    """The end-of-build table per target and the build's totals (SPEC 10)."""
+    table = Table(title=f"build {totals['run']}", title_justify="left", box=None,
+                  header_style="bold", pad_edge=False)
+    for column, justify in (("target", "left"), ("status", "left"), ("attempts", "right"),
+                            ("time", "right"), ("cost", "right"), ("tokens", "right"),
+                            ("peak memory", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(row["target"], Text(row["status"], style=_STYLE.get(row["status"], "")),
+                      str(row["attempts"] or "-"),
+                      human_time(row["duration_s"]) if row["attempts"] else "-",
+                      money(row["cost_usd"]), str(row["tokens"] or "-"),
+                      human_size(row["peak_rss_bytes"]))
+    console.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items())
+    console.print(f"{totals['targets']} targets: {counts} · spent {money(totals['cost_usd'])}"
+                  f" · {totals['tokens']} tokens")
+    line = (f"wall {human_time(totals['duration_s'])}, sequential estimate "
+            f"{human_time(totals['sequential_s'])}")
+    if totals["duration_s"] and totals["sequential_s"]:
+        line += f" ({totals['sequential_s'] / totals['duration_s']:.1f}x)"
+    console.print(line)
+
+
+def stderr_console() -> Console:
+    return console_for(sys.stderr)
