@@ -328,7 +328,8 @@ def _status(outcome: process.Outcome) -> tuple[str, str | None]:
     if outcome.stopped is None and outcome.exit_code == 0:
         return "succeeded", None
     how = f"stopped ({outcome.stopped})" if outcome.stopped else f"exited with {outcome.exit_code}"
-    return outcome.stopped or "failed", how + ":\n" + "\n".join(outcome.tail[-FAILURE_LINES:])
+    tail = "\n".join(outcome.tail[-FAILURE_LINES:])
+    return outcome.stopped or "failed", f"{how}:\n{tail}" if tail else how
 
 
 def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],

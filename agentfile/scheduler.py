@@ -173,7 +173,10 @@ class Scheduler:
         target = self.graph.targets[name]
         failed = [d for d in self.deps[name] if self.outcome.statuses.get(d) not in SUCCESS]
         if failed:
-            self._finish(name, "blocked", detail=f"{failed[0]} did not succeed")
+            # A dependency cut short by Ctrl-C leaves its dependents interrupted, not blocked.
+            cut = all(self.outcome.statuses.get(d) == "interrupted" for d in failed)
+            self._finish(name, "interrupted" if cut else "blocked",
+                         detail=f"{failed[0]} did not succeed")
             return
         _, agent = agent_definition(self.loaded, target)
         fp = fingerprint(target, agent=agent, base=self.loaded.path.parent,

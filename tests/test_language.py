@@ -188,7 +188,7 @@ b:
 c:
     promt = "p"
 d:
-    run = 'single quotes'
+    run = 'single quotes' +
 '''})
     with pytest.raises(ManifestError) as err:
         load(repo / "Agentfile")

@@ -144,8 +144,8 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
         if row["kind"] == "group":
             continue
         what = f"agent {row['agent']}" if row["agent"] else row["command"]
-        print(f"{'would run ' if row['would_run'] else 'up to date'}  {row['target']}"
-              + (f"  ({what})" if row["would_run"] else ""))
+        print(f"would run: {row['target']}  ({what})" if row["would_run"]
+              else f"up to date: {row['target']}")
     print(f"{len(would_run)} of {len(rows)} targets would run (-n: nothing was started)")
     return EXIT_OK
 

@@ -20,7 +20,8 @@ from agentfile.errors import ManifestError, Problem, Span
 from agentfile.manifest import syntax as s
 from agentfile.resources import resource_path
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "/": "/", "0": "\0"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\", "/": "/",
+            "0": "\0"}
 _ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 
 # What the parser expected, said in words rather than terminal names.
@@ -357,7 +358,7 @@ def _problem_from(err: LarkError, path: str, line_offset: int) -> Problem:
     if isinstance(err, UnexpectedCharacters):
         line, column = err.line + line_offset, err.column
         char = err.char
-        if char == '"':
+        if char in "\"'":
             return Problem(Span(path, line, column), "unterminated string")
         if char == "\t":
             return Problem(Span(path, line, column), "tab character; use spaces")

@@ -70,7 +70,11 @@ class Checker:
                 self.fail((*path, "command"), f"`command` is for the command provider; "
                           f"'{name}' uses {agent.provider}")
             if agent.command:
-                self.check_placeholders(agent.command, (*path, "command"), set(), set())
+                # One agent serves many targets: any fan-out variable may appear.
+                fanout_vars = {t.foreach.var for t in self.manifest.targets.values()
+                               if t.foreach is not None}
+                self.check_placeholders(agent.command, (*path, "command"), fanout_vars,
+                                        set())
 
     def check_target(self, name: str, target: Target) -> None:
         path: KeyPath = ("targets", name)
@@ -169,7 +173,7 @@ class Checker:
             for position, value in enumerate(values):
                 bound = {target.foreach.var: value}
                 name = bind_name(template, bound)
-                if name in seen or any(c.isspace() for c in name):
+                if name in seen or not name.isprintable():
                     self.fail(path, f"fan-out value '{value}' gives "
                               + ("a duplicate" if name in seen else "an invalid")
                               + f" target name '{name}'")

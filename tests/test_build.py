@@ -1,0 +1,353 @@
+"""`agentfile build` as a user runs it: real subprocesses in real git repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Run
+
+# Each target appends "start NAME TIME" / "end NAME TIME" to trace.log, so the tests read the
+# order and the overlap the build really had.
+TRACE = "echo start {target} $(date +%s.%N) >> trace.log; sleep {secs}; " \
+        "echo end {target} $(date +%s.%N) >> trace.log"
+
+
+def traced(secs: float = 0.2, extra: str = "") -> str:
+    command = TRACE.replace("{secs}", str(secs)) + (f"; {extra}" if extra else "")
+    return f'    run = "{command}"\n'
+
+
+def write(repo: Path, text: str) -> None:
+    (repo / "Agentfile").write_text(text)
+
+
+def trace(repo: Path) -> list[tuple[str, str, float]]:
+    rows = []
+    for line in (repo / "trace.log").read_text().splitlines():
+        kind, name, stamp = line.split()
+        rows.append((kind, name, float(stamp)))
+    return rows
+
+
+def max_overlap(rows: list[tuple[str, str, float]]) -> int:
+    current = best = 0
+    for kind, _, _ in sorted(rows, key=lambda r: (r[2], r[0] == "start")):
+        current += 1 if kind == "start" else -1
+        best = max(best, current)
+    return best
+
+
+def last_run(repo: Path) -> Path:
+    """The newest run's directory (run ids of one second do not sort by time)."""
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    (run_id,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+    db.close()
+    return repo / ".agentfile" / "runs" / run_id
+
+
+def events(repo: Path) -> list[dict[str, object]]:
+    lines = (last_run(repo) / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def statuses(repo: Path) -> dict[str, str]:
+    return {str(e["target"]): str(e["status"]) for e in events(repo)
+            if e["event"] == "target_finished"}
+
+
+def test_order_and_job_bound(repo: Path, agentfile_cli: Run) -> None:
+    text = "".join(f"w{i}:\n{traced()}" for i in range(6))
+    text += "after: " + " ".join(f"w{i}" for i in range(6)) + "\n" + traced(0.05)
+    write(repo, text)
+    result = agentfile_cli("build", "-j2", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    rows = trace(repo)
+    assert max_overlap(rows) == 2  # -j2 observed by the targets themselves
+    after_start = next(t for k, n, t in rows if k == "start" and n == "after")
+    assert all(t <= after_start for k, n, t in rows if k == "end" and n != "after")
+    assert "7 succeeded" in result.out
+
+
+def test_up_to_date_and_always_make(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.01) + "    outputs = [\"out.txt\"]\n"
+          "    inputs = [\"in.txt\"]\n" + "b: a\n" + traced(0.01) + "    run = \"touch out.txt\"\n"
+          .replace("    run = \"touch out.txt\"\n", ""))
+    (repo / "in.txt").write_text("1")
+    (repo / "out.txt").write_text("x")
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert len(trace(repo)) == 4
+    second = agentfile_cli("build", cwd=repo)
+    assert second.code == 0 and len(trace(repo)) == 4  # nothing ran
+    assert statuses(repo) == {"a": "up-to-date", "b": "up-to-date"}
+    (repo / "in.txt").write_text("2")  # an input changed: a runs, and so does b after it
+    agentfile_cli("build", cwd=repo)
+    assert statuses(repo) == {"a": "succeeded", "b": "succeeded"}
+    (repo / "out.txt").unlink()  # a missing output: not up to date
+    agentfile_cli("build", "b", cwd=repo)
+    assert statuses(repo)["a"] == "succeeded"
+    agentfile_cli("build", "-B", cwd=repo)
+    assert statuses(repo) == {"a": "succeeded", "b": "succeeded"}
+    # A changed definition makes it and its dependents stale.
+    write(repo, (repo / "Agentfile").read_text().replace("sleep 0.01", "sleep 0.02", 1))
+    agentfile_cli("build", cwd=repo)
+    assert statuses(repo) == {"a": "succeeded", "b": "succeeded"}
+
+
+def test_failure_blocks_dependents_and_stops_without_k(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'bad:\n    run = "echo doomed; exit 3"\n'
+          "child: bad\n" + traced(0.01)
+          + "slow:\n" + traced(0.5)
+          + "later:\n    priority = -1\n" + traced(0.01))
+    result = agentfile_cli("build", "-j2", cwd=repo)
+    assert result.code == 1
+    got = statuses(repo)
+    assert got["bad"] == "failed" and got["child"] == "blocked"
+    assert got["slow"] == "succeeded"  # already running: it finishes
+    assert got["later"] == "blocked"  # never started after the failure
+    assert "doomed" in result.out or "exited with 3" in result.out
+    log = last_run(repo) / "logs" / "bad.log"
+    assert "doomed" in log.read_text()
+
+
+def test_keep_going_runs_everything_independent(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'bad:\n    run = "exit 1"\nchild: bad\n' + traced(0.01)
+          + "slow:\n" + traced(0.3) + "later:\n    priority = -1\n" + traced(0.01))
+    result = agentfile_cli("build", "-k", "-j2", cwd=repo)
+    assert result.code == 1
+    assert statuses(repo) == {"bad": "failed", "child": "blocked", "slow": "succeeded",
+                              "later": "succeeded"}
+
+
+def test_retry_failed_runs_only_what_failed(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "ok:\n" + traced(0.01) + 'flaky:\n    run = "test -f fixed"\n'
+          "after: flaky\n" + traced(0.01))
+    assert agentfile_cli("build", "-k", cwd=repo).code == 1
+    (repo / "fixed").touch()
+    write(repo, (repo / "Agentfile").read_text().replace("sleep 0.01", "sleep 0.011", 1))
+    result = agentfile_cli("build", "--retry-failed", cwd=repo)
+    assert result.code == 0
+    # `ok` succeeded last time: kept as it is, though its definition changed since.
+    assert statuses(repo) == {"ok": "up-to-date", "flaky": "succeeded", "after": "succeeded"}
+
+
+def test_retries_get_the_failure_and_verify_decides(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "agent.sh").write_text(
+        '#!/bin/sh\ncat "$1" >> prompts-seen.txt\n'
+        'if [ -f second ]; then echo done > out.txt; else touch second; fi\n'
+        'echo "final message" > "$AGENTFILE_RESULT_FILE"\n')
+    (repo / "agent.sh").chmod(0o755)
+    write(repo, 'agent bot: command\n    command = "./agent.sh {prompt_file}"\n'
+          'fix:\n    agent = bot\n    isolation = none\n    prompt = "make out.txt"\n'
+          '    verify = "test -f out.txt"\n    retries = 1\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out
+    seen = (repo / "prompts-seen.txt").read_text()
+    assert seen.count("make out.txt") == 2
+    assert "The previous attempt failed" in seen and "test -f out.txt" in seen
+    run = last_run(repo)
+    assert (run / "results" / "fix.md").read_text() == "final message\n"
+    assert (run / "prompts" / "fix.md").read_text().startswith("make out.txt")
+    finished = [e for e in events(repo) if e["event"] == "target_finished"]
+    assert finished[0]["attempt"] == 2
+
+
+def test_command_agent_contract_and_placeholders(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "agent.py").write_text(
+        "import json, os, sys\n"
+        "keys = ['AGENTFILE_TARGET', 'AGENTFILE_RUN_ID', 'AGENTFILE_WORKSPACE',\n"
+        "        'AGENTFILE_PROMPT_FILE', 'AGENTFILE_RESULT_FILE', 'AGENTFILE_USAGE_FILE']\n"
+        "open('env.json', 'w').write(json.dumps({k: os.environ[k] for k in keys}))\n"
+        "open('argv.json', 'w').write(json.dumps(sys.argv[1:]))\n"
+        "json.dump({'cost_usd': 0.25, 'input_tokens': 100, 'output_tokens': 20},\n"
+        "          open(os.environ['AGENTFILE_USAGE_FILE'], 'w'))\n"
+        "open(os.environ['AGENTFILE_RESULT_FILE'], 'w').write('the answer')\n")
+    (repo / "$(touch pwned).txt").write_text("")
+    write(repo, f'agent py: command\n    command = "{sys.executable} agent.py {{file}} '
+          '{prompt_file}"\n'
+          'do/{file}:\n    foreach file in glob("*.txt")\n    agent = py\n'
+          '    isolation = none\n    prompt = "Look at {file}"\n'
+          'use: do\n    run = "echo {deps.do.result} > used.txt"\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert not (repo / "pwned").exists()  # a file name is a name, not a command
+    assert json.loads((repo / "argv.json").read_text())[0] == "$(touch pwned).txt"
+    env = json.loads((repo / "env.json").read_text())
+    assert env["AGENTFILE_TARGET"] == "do/$(touch pwned).txt"
+    assert env["AGENTFILE_WORKSPACE"] == str(repo)
+    assert (repo / "used.txt").read_text() == "the answer\n"
+    finished = [e for e in events(repo) if e["event"] == "target_finished"]
+    assert finished[0]["cost_usd"] == 0.25 and finished[0]["tokens"] == 120
+    assert "$0.25" in result.out
+
+
+def test_dry_run_starts_and_writes_nothing(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.01) + "b: a\n" + traced(0.01))
+    result = agentfile_cli("build", "-n", cwd=repo)
+    assert result.code == 0
+    assert "would run: a  (echo start" in result.out and "2 of 2 targets would run" in result.out
+    assert not (repo / "trace.log").exists() and not (repo / ".agentfile").exists()
+    agentfile_cli("build", cwd=repo)
+    before = sorted(p.name for p in (repo / ".agentfile" / "runs").iterdir())
+    again = agentfile_cli("build", "-n", cwd=repo)
+    assert "0 of 2 targets would run" in again.out
+    assert sorted(p.name for p in (repo / ".agentfile" / "runs").iterdir()) == before
+
+
+def test_locks_and_exclusive(repo: Path, agentfile_cli: Run) -> None:
+    text = "".join(f"l{i}:\n    locks = [\"db\"]\n{traced(0.15)}" for i in range(3))
+    text += "solo:\n    exclusive = true\n" + traced(0.15)
+    text += "".join(f"free{i}:\n{traced(0.15)}" for i in range(2))
+    write(repo, text)
+    assert agentfile_cli("build", "-j4", cwd=repo).code == 0
+    rows = trace(repo)
+    locked = [r for r in rows if r[1].startswith("l")]
+    assert max_overlap(locked) == 1
+    start = next(t for k, n, t in rows if k == "start" and n == "solo")
+    end = next(t for k, n, t in rows if k == "end" and n == "solo")
+    assert not [n for k, n, t in rows if n != "solo" and start < t < end]
+
+
+def test_priority_then_critical_path(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.05) + "b:\n" + traced(0.05)
+          + "c:\n    priority = 5\n" + traced(0.05)
+          + "d:\n" + traced(0.05) + "e: d\n" + traced(0.05))
+    assert agentfile_cli("build", "-j1", cwd=repo).code == 0
+    order = [n for k, n, _ in trace(repo) if k == "start"]
+    assert order[0] == "c"  # highest priority
+    assert order[1] == "d"  # longest remaining path (d -> e) before file order
+    assert order[2:] == ["a", "b", "e"] or order[2:] == ["e", "a", "b"]
+
+
+def test_canary_runs_first_and_gates_the_rest(repo: Path, agentfile_cli: Run) -> None:
+    for i in range(4):
+        (repo / f"f{i}.txt").write_text("")
+    write(repo, 'm/{f}:\n    foreach f in glob("f*.txt")\n    canary = 2\n' + traced(0.1))
+    assert agentfile_cli("build", "-j4", cwd=repo).code == 0
+    rows = trace(repo)
+    canary_end = max(t for k, n, t in rows if k == "end" and n in ("m/f0.txt", "m/f1.txt"))
+    assert all(t >= canary_end for k, n, t in rows
+               if k == "start" and n in ("m/f2.txt", "m/f3.txt"))
+    write(repo, 'm/{f}:\n    foreach f in glob("f*.txt")\n    canary = 1\n'
+          '    run = "test {f} != f0.txt"\n')
+    assert agentfile_cli("build", "-j4", "-k", cwd=repo).code == 1
+    assert statuses(repo) == {"m/f0.txt": "failed", "m/f1.txt": "blocked",
+                              "m/f2.txt": "blocked", "m/f3.txt": "blocked"}
+
+
+def test_time_budget_kills_a_tree_that_ignores_term(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "stubborn:\n    budget = 1s\n"
+          "    run = \"trap '' TERM; (trap '' TERM; sleep 60) & sleep 60; wait\"\n")
+    started = time.monotonic()
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 1
+    assert time.monotonic() - started < 15
+    assert statuses(repo) == {"stubborn": "timeout"}
+    assert not _leftovers(repo)
+
+
+def _leftovers(repo: Path) -> list[str]:
+    """Processes whose command line mentions this test's repository or its tag."""
+    found = []
+    for proc in psutil.process_iter(["pid", "environ"]):
+        try:
+            env = proc.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if str(repo) in env.get("AGENTFILE_WORKSPACE", "") or str(repo) == env.get("PWD"):
+            found.append(str(proc.pid))
+    return found
+
+
+def test_exit_codes_2_and_3(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n    run = x y\n")
+    bad = agentfile_cli("build", cwd=repo)
+    assert bad.code == 2 and not (repo / ".agentfile").exists()  # nothing ran
+    assert agentfile_cli("build", "nope", cwd=repo).code == 2
+    (repo / "spend.sh").write_text(
+        '#!/bin/sh\necho \'{"cost_usd": 2.5}\' > "$AGENTFILE_USAGE_FILE"\nsleep 0.5\n')
+    (repo / "spend.sh").chmod(0o755)
+    write(repo, 'options:\n    budget = $3\n    isolation = none\n'
+          'agent spender: command\n    command = "./spend.sh"\n'
+          + "".join(f"t{i}:\n    agent = spender\n    prompt = \"spend\"\n" for i in range(3)))
+    result = agentfile_cli("build", "-j1", cwd=repo)
+    assert result.code == 3, result.out
+    got = statuses(repo)
+    assert got["t0"] == "succeeded" and "blocked" in got.values()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> None:
+    write(repo, "".join(f"s{i}:\n    run = \"sleep 30 & sleep 30\"\n" for i in range(3))
+          + "after: s0 s1 s2\n    run = 'true'\n")
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j3"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        if sum(1 for c in children if "sleep" in " ".join(c.cmdline())) >= 6:
+            break
+        time.sleep(0.05)
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    assert descendants
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out.decode()
+    gone, alive = psutil.wait_procs(descendants, timeout=5)
+    assert not alive
+    got = statuses(repo)
+    assert set(got.values()) == {"interrupted"}
+
+
+def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'slow:\n    run = "sleep 3"\n    always = true\n')
+    first = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = repo / ".agentfile" / "build.lock"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+            time.sleep(0.05)
+        second = agentfile_cli("build", cwd=repo)
+        assert second.code == 2
+        assert f"pid {first.pid}" in second.err
+    finally:
+        first.kill()
+        first.wait()
+    # The holder died without cleaning up: its lock is taken over.
+    assert agentfile_cli("build", cwd=repo).code == 0
+
+
+def test_state_records_runs_attempts_and_fingerprints(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.01))
+    agentfile_cli("build", cwd=repo)
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    assert db.execute("SELECT status, exit_code FROM runs").fetchall() == [("succeeded", 0)]
+    assert db.execute("SELECT target, status FROM attempts").fetchall() == [("a", "succeeded")]
+    assert [r[0] for r in db.execute("SELECT target FROM fingerprints")] == ["a"]
+    run = last_run(repo)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["counts"] == {"succeeded": 1} and summary["exit_code"] == 0
+    kinds = [e["event"] for e in events(repo)]
+    assert kinds == ["build_started", "target_started", "target_finished", "build_finished"]
+    assert (repo / ".agentfile" / ".gitignore").read_text() == "*\n"
+
+
+def test_json_events_on_stdout(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.01))
+    result = agentfile_cli("build", "--json", cwd=repo)
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    assert [e["event"] for e in lines][-1] == "build_finished"
+    finished = next(e for e in lines if e["event"] == "target_finished")
+    for key in ("target", "status", "exit_code", "attempt", "duration_s", "cost_usd",
+                "tokens", "peak_rss_bytes", "run", "time"):
+        assert key in finished
