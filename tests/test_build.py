@@ -302,7 +302,7 @@ def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> N
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 130, out.decode()
-    gone, alive = psutil.wait_procs(descendants, timeout=5)
+    _, alive = psutil.wait_procs(descendants, timeout=5)
     assert not alive
     got = statuses(repo)
     assert set(got.values()) == {"interrupted"}
