@@ -51,7 +51,7 @@ def last_run(repo: Path) -> Path:
     db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
     (run_id,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
     db.close()
-    return repo / ".agentfile" / "runs" / run_id
+    return repo / ".agentfile" / "runs" / str(run_id)
 
 
 def events(repo: Path) -> list[dict[str, object]]:
