@@ -30,9 +30,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(f"agentfile: error: {message}") from None
 
 
-def _manifest_options(parser: argparse.ArgumentParser) -> None:
+def _manifest_options(parser: argparse.ArgumentParser, *, short_file: bool = True) -> None:
     # SUPPRESS lets `-f` and `-C` stand before or after the command name.
-    parser.add_argument("-f", "--file", metavar="FILE", default=argparse.SUPPRESS,
+    names = ("-f", "--file") if short_file else ("--file",)
+    parser.add_argument(*names, metavar="FILE", default=argparse.SUPPRESS,
                         help="the manifest (default: Agentfile, found up to the git root)")
     parser.add_argument("-C", "--directory", metavar="DIR", default=argparse.SUPPRESS,
                         help="change to DIR first")
@@ -86,6 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--to", required=True, choices=("yaml", "json", "agentfile"))
     convert.add_argument("-o", "--output", metavar="OUT", help="write to OUT, not stdout")
 
+    runs = sub.add_parser("runs", help="past builds in this repository, newest first")
+    _manifest_options(runs)
+    runs.add_argument("--limit", type=int, default=20, metavar="N")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+
+    logs = sub.add_parser("logs", help="a target's log (the latest run that has one)")
+    _manifest_options(logs, short_file=False)  # -f is --follow here, as in tail
+    logs.add_argument("target", metavar="TARGET")
+    logs.add_argument("--run", metavar="ID", help="from this run")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing while the target runs")
+
+    status = sub.add_parser("status", help="the build running now in this repository")
+    _manifest_options(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action=argparse.BooleanOptionalAction, default=None,
+                        help="refresh until the build ends (default: on a terminal)")
+
+    report = sub.add_parser("report", help="a finished build: per-target table and timeline")
+    _manifest_options(report)
+    report.add_argument("run", nargs="?", metavar="RUN")
+    report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
+
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -121,6 +145,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.schema(output=args.output)
     if name == "convert":
         return commands.convert(source=args.source, to=args.to, output=args.output)
+    if name == "runs":
+        return commands.runs(file=args.file, limit=args.limit, as_json=args.json)
+    if name == "logs":
+        return commands.logs(file=args.file, target=args.target, run=args.run,
+                             follow=args.follow)
+    if name == "status":
+        return commands.status(file=args.file, as_json=args.json, watch=args.watch)
+    if name == "report":
+        return commands.report(file=args.file, run=args.run, html=args.html)
     if name == "init":
         return commands.init(file=args.file, force=args.force)
     build_parser().print_help()

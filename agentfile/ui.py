@@ -204,3 +204,72 @@ def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],
 
 def stderr_console() -> Console:
     return console_for(sys.stderr)
+
+
+def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`agentfile runs`: one line per build, newest first."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("run", "started", "status", "time", "targets", "cost"):
+        table.add_column(column)
+    for row in rows:
+        counts = row.get("counts") or {}
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "-"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
+        status = row.get("status") or "running"
+        table.add_row(row["id"], started, Text(status, style=_STYLE.get(status, "")),
+                      human_time(row.get("duration_s")), summary, money(row.get("cost_usd")))
+    console.print(table)
+
+
+def _status_group(snapshot: Mapping[str, Any]) -> Group | Text:
+    if snapshot.get("run") is None:
+        last = snapshot.get("last")
+        tail = (f"; the last was {last['id']} ({last.get('status') or 'running'})"
+                if last else "")
+        return Text(f"no build is running in this repository{tail}")
+    done = snapshot["done"]
+    ok = sum(1 for s in done.values() if s in SUCCESS)
+    head = Text(f"build {snapshot['run']} (pid {snapshot['pid']}): {len(done)}/"
+                f"{snapshot['total']} done, {ok} ok, {len(done) - ok} not", style="bold")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("running", "time", "last line"):
+        table.add_column(column, overflow="ellipsis", no_wrap=True)
+    for row in snapshot["running"]:
+        table.add_row(row["target"], human_time(row["elapsed_s"]), row["last_line"])
+    return Group(head, table)
+
+
+def print_status(console: Console, snapshot: Mapping[str, Any]) -> None:
+    console.print(_status_group(snapshot))
+
+
+def follow_status(console: Console, snapshot: Callable[[], Mapping[str, Any]]) -> None:
+    """Refresh the status until the build ends (Ctrl-C leaves; the build goes on)."""
+    try:
+        with Live(_status_group(snapshot()), console=console, refresh_per_second=2) as live:
+            while True:
+                current = snapshot()
+                live.update(_status_group(current))
+                if current.get("run") is None:
+                    return
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+
+
+def print_timeline(console: Console, rows: Sequence[Mapping[str, Any]], start: float,
+                   end: float, width: int = 60) -> None:
+    """When each target ran: a bar per attempt on a shared time axis."""
+    span = max(end - start, 1e-6)
+    name_width = min(max((len(r["target"]) for r in rows), default=6), 30)
+    console.print(f"\ntimeline ({human_time(span)} across {width} columns)")
+    for row in rows:
+        cells = [" "] * width
+        for attempt in row.get("attempt_rows", []):
+            first = int((attempt["started"] - start) / span * (width - 1))
+            last = int((attempt["finished"] - start) / span * (width - 1))
+            mark = "█" if attempt["status"] == "succeeded" else "▒"
+            for i in range(max(first, 0), min(last, width - 1) + 1):
+                cells[i] = mark
+        console.print(Text(f"{row['target'][:name_width]:<{name_width}} |{''.join(cells)}|",
+                           style=_STYLE.get(row["status"], "")))

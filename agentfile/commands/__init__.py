@@ -4,10 +4,12 @@ from agentfile.commands.build import BuildOptions, build
 from agentfile.commands.check import check
 from agentfile.commands.convert import convert
 from agentfile.commands.graph import graph
+from agentfile.commands.history import logs, runs, status
 from agentfile.commands.init import init
 from agentfile.commands.listing import list_targets
 from agentfile.commands.plan import plan
+from agentfile.commands.report import report
 from agentfile.commands.schema import schema
 
-__all__ = ["BuildOptions", "build", "check", "convert", "graph", "init", "list_targets", "plan",
-           "schema"]
+__all__ = ["BuildOptions", "build", "check", "convert", "graph", "init", "list_targets", "logs",
+           "plan", "report", "runs", "schema", "status"]

@@ -1,0 +1,149 @@
+"""`agentfile runs`, `logs` and `status`: past builds, a target's log, the build running now."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agentfile import ui
+from agentfile.commands.common import load_manifest, print_json
+from agentfile.errors import EXIT_OK, UsageError
+from agentfile.events import read_events
+from agentfile.layout import Layout, RunFiles
+from agentfile.runlock import holder
+from agentfile.state import Store, open_store
+
+FOLLOW_POLL_SECONDS = 0.2
+
+
+def layout_for(file: str | None) -> Layout:
+    return Layout(load_manifest(file).root)
+
+
+def read_store(layout: Layout) -> Store:
+    store = open_store(layout.database, readonly=True)
+    if store is None:
+        raise UsageError("no build has run in this repository yet (see `agentfile build`)")
+    return store
+
+
+def runs(*, file: str | None, limit: int, as_json: bool) -> int:
+    layout = layout_for(file)
+    store = read_store(layout)
+    try:
+        rows = store.runs(limit)
+    finally:
+        store.close()
+    for row in rows:
+        row["counts"] = json.loads(row["counts"]) if row["counts"] else {}
+        row["requested"] = json.loads(row["requested"]) if row["requested"] else []
+        row.pop("argv", None)
+    if as_json:
+        print_json(rows)
+    else:
+        ui.print_runs(ui.console_for(sys.stdout), rows)
+    return EXIT_OK
+
+
+def logs(*, file: str | None, target: str, run: str | None, follow: bool) -> int:
+    layout = layout_for(file)
+    run_id = run or _latest_run_with(layout, target)
+    path = RunFiles(layout.run_dir(run_id)).log(target)
+    if not path.is_file():
+        raise UsageError(f"no log of '{target}' in run {run_id}")
+    with open(path, "rb") as handle:
+        sys.stdout.buffer.write(handle.read())
+        sys.stdout.flush()
+        while follow and not _target_done(layout, run_id, target):
+            chunk = handle.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(FOLLOW_POLL_SECONDS)
+        sys.stdout.buffer.write(handle.read())
+    return EXIT_OK
+
+
+def _latest_run_with(layout: Layout, target: str) -> str:
+    if not layout.runs_dir.is_dir():
+        raise UsageError("no build has run in this repository yet")
+    candidates = [d for d in layout.runs_dir.iterdir() if RunFiles(d).log(target).is_file()]
+    if not candidates:
+        raise UsageError(f"no run has a log of '{target}'")
+    return max(candidates, key=lambda d: d.stat().st_mtime).name
+
+
+def _target_done(layout: Layout, run_id: str, target: str) -> bool:
+    """The target has finished, or its build is no longer running."""
+    events = read_events(RunFiles(layout.run_dir(run_id)).events)
+    if any(e["event"] == "target_finished" and e.get("target") == target for e in events):
+        return True
+    if any(e["event"] == "build_finished" for e in events):
+        return True
+    live = holder(layout.lock_file)
+    return live is None or live.get("run") != run_id
+
+
+def status(*, file: str | None, as_json: bool, watch: bool | None) -> int:
+    layout = layout_for(file)
+    following = sys.stdout.isatty() if watch is None else watch
+    snapshot = _snapshot(layout)
+    if as_json:
+        print_json(snapshot)
+        return EXIT_OK
+    console = ui.console_for(sys.stdout)
+    if snapshot["run"] is None or not following:
+        ui.print_status(console, snapshot)
+        return EXIT_OK
+    ui.follow_status(console, lambda: _snapshot(layout))
+    return EXIT_OK
+
+
+def _snapshot(layout: Layout) -> dict[str, Any]:
+    """The running build, from its lock and its events: who runs, what is done."""
+    live = holder(layout.lock_file)
+    if not live:
+        return {"run": None, "last": _last(layout)}
+    run_id = str(live.get("run"))
+    events = read_events(RunFiles(layout.run_dir(run_id)).events)
+    started: dict[str, float] = {}
+    finished: dict[str, str] = {}
+    total = 0
+    for event in events:
+        if event["event"] == "build_started":
+            total = int(event.get("targets", 0))
+        elif event["event"] == "target_started":
+            started[event["target"]] = event["time"]
+        elif event["event"] == "target_finished":
+            finished[event["target"]] = event["status"]
+    running = [{"target": t, "elapsed_s": round(time.time() - at, 1),
+                "last_line": _last_line(RunFiles(layout.run_dir(run_id)).log(t))}
+               for t, at in started.items() if t not in finished]
+    return {"run": run_id, "pid": live.get("pid"), "started": live.get("started"),
+            "total": total, "done": finished, "running": running}
+
+
+def _last(layout: Layout) -> dict[str, Any] | None:
+    store = open_store(layout.database, readonly=True)
+    if store is None:
+        return None
+    try:
+        return store.last_run()
+    finally:
+        store.close()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(handle.tell() - 4096, 0))
+            lines = [ln for ln in handle.read().decode("utf-8", "replace").splitlines()
+                     if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""

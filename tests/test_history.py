@@ -1,0 +1,65 @@
+"""`runs`, `logs`, `status` and `report` after and during real builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Run
+
+MANIFEST = '''\
+a:
+    run = "echo hello from a"
+b: a
+    run = "echo from b; exit 1"
+'''
+
+
+def test_runs_logs_report(repo: Path, agentfile_cli: Run, tmp_path: Path) -> None:
+    (repo / "Agentfile").write_text(MANIFEST)
+    assert agentfile_cli("runs", cwd=repo).code == 2  # nothing yet: a clear error
+    assert agentfile_cli("build", cwd=repo).code == 1
+    rows = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)
+    assert len(rows) == 1 and rows[0]["status"] == "failed"
+    assert rows[0]["counts"] == {"succeeded": 1, "failed": 1}
+    text = agentfile_cli("runs", cwd=repo).out
+    assert rows[0]["id"] in text and "1 succeeded, 1 failed" in text
+    log = agentfile_cli("logs", "a", cwd=repo)
+    assert log.code == 0 and "hello from a" in log.out
+    assert "from b" in agentfile_cli("logs", "b", "--run", rows[0]["id"], cwd=repo).out
+    assert agentfile_cli("logs", "nope", cwd=repo).code == 2
+    report = agentfile_cli("report", cwd=repo)
+    assert report.code == 0 and "timeline" in report.out and "failed" in report.out
+    page = tmp_path / "report.html"
+    assert agentfile_cli("report", rows[0]["id"], "--html", str(page), cwd=repo).code == 0
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "<svg" in html and "<rect" in html
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # offline
+
+
+def test_status_and_follow_during_a_build(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text(
+        'slow:\n    run = "echo tick; sleep 1.5; echo tock"\n    always = true\n')
+    idle = agentfile_cli("status", cwd=repo)
+    assert idle.code == 0 and "no build is running" in idle.out
+    build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        snapshot: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            snapshot = json.loads(agentfile_cli("status", "--json", cwd=repo).out)
+            if snapshot.get("running"):
+                break
+            time.sleep(0.1)
+        assert snapshot["pid"] == build.pid
+        assert [r["target"] for r in snapshot["running"]] == ["slow"]
+        follow = agentfile_cli("logs", "-f", "slow", cwd=repo, timeout=20)
+        assert "tick" in follow.out and "tock" in follow.out  # followed to the end
+    finally:
+        build.wait(timeout=20)
+    assert "no build is running" in agentfile_cli("status", cwd=repo).out
