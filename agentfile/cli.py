@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only the targets that failed or did not run in the last build")
     build.add_argument("--json", action="store_true", help="events as JSON lines on stdout")
     build.add_argument("--budget", metavar="$X", help="the most this build may spend")
+    build.add_argument("--no-merge", action="store_true",
+                       help="merge nothing: every worktree target's branch stays for review")
+    build.add_argument("--keep-worktrees", action="store_true",
+                       help="leave each target's worktree in place after it ends")
 
     check = sub.add_parser("check", help="load and validate the manifest; exit 0 or 2")
     _manifest_options(check)
@@ -131,7 +135,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.build(file=args.file, options=commands.BuildOptions(
             targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
-            as_json=args.json, budget=args.budget))
+            as_json=args.json, budget=args.budget, no_merge=args.no_merge,
+            keep_worktrees=args.keep_worktrees))
     if name == "check":
         return commands.check(file=args.file, as_json=args.json)
     if name == "list":

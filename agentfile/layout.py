@@ -26,6 +26,12 @@ def target_path(name: str) -> str:
     return "/".join(parts)
 
 
+def ref_safe(name: str) -> str:
+    """A target name as part of a git branch name (git check-ref-format's rules)."""
+    parts = [quote(part, safe="-_") for part in name.split("/")]
+    return "/".join(p.replace(".", "%2E") or "%2F" for p in parts)
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """Paths of one repository's state."""

@@ -21,6 +21,7 @@ from agentfile import process
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Usage
 from agentfile.isolation.base import Workspace
+from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute
 from agentfile.manifest.model import Agent, Budget, FileRef
 from agentfile.secrets import redactor
@@ -67,6 +68,7 @@ class TargetResult:
     message: str | None = None  # an agent's final message
     diff: str = ""
     detail: str | None = None
+    work: WorktreeWork | None = None  # a worktree target's branch, to merge
 
     @property
     def cost_usd(self) -> float:
@@ -243,7 +245,6 @@ def run_target(job: Job, workspace: Workspace) -> TargetResult:
         if attempt.status not in RETRYABLE or job.cancel.is_set():
             break
         failure = attempt.error
-    result.diff = workspace.diff
     return result
 
 

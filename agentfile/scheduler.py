@@ -20,6 +20,7 @@ from agentfile import graph as g
 from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
 from agentfile.isolation import none_workspace
+from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
@@ -42,6 +43,8 @@ class BuildRequest:
     done_before: frozenset[str] = frozenset()  # --retry-failed: succeeded last time
     budget_usd: float | None = None
     budget_time: float | None = None
+    worktrees: Worktrees | None = None  # set when a selected target is isolated in one
+    no_merge: bool = False  # --no-merge: every branch stays for review
 
 
 @dataclass
@@ -62,6 +65,8 @@ class BuildOutcome:
     stopped: str | None = None  # "failure", "budget", "interrupted"
     started: float = 0.0
     finished: float = 0.0
+    kept: dict[str, str] = field(default_factory=dict)  # branch -> why it stays
+    conflicts: list[str] = field(default_factory=list)
 
 
 def agent_definition(loaded: LoadedManifest, target: ConcreteTarget) -> tuple[str | None,
@@ -260,12 +265,28 @@ class Scheduler:
     def _work(self, job: Job) -> None:
         """A worker thread: prepare the workspace, run every attempt, report back."""
         try:
-            with none_workspace(self.loaded.root) as workspace:
-                result = run_target(job, workspace)
+            if self.loaded.isolation_of(job.target) == "worktree":
+                result = self._in_worktree(job)
+            else:
+                with none_workspace(self.loaded.root) as workspace:
+                    result = run_target(job, workspace)
         except Exception as err:
             result = TargetResult(job.target.name, "failed",
                                   detail=f"agentfile could not run it: {err}")
         self.finished.put((job.target.name, result))
+
+    def _in_worktree(self, job: Job) -> TargetResult:
+        worktrees = self.request.worktrees
+        assert worktrees is not None
+        workspace = worktrees.prepare(job.target)
+        result = TargetResult(job.target.name, "interrupted")
+        try:
+            result = run_target(job, workspace)
+        finally:
+            # Runs on every end, Ctrl-C included: what the agent did is committed first.
+            result.work = worktrees.finish(workspace, job.target, result.status)
+            result.diff = workspace.diff
+        return result
 
     def _dep_texts(self, target: ConcreteTarget, kind: str) -> dict[str, str]:
         texts: dict[str, str] = {}
@@ -291,6 +312,8 @@ class Scheduler:
         if status == "interrupted" and not self.interrupted.is_set() and \
                 self.outcome.stopped == "budget":
             status = "over-budget"
+        if result.work is not None:
+            status = self._merge(running.target, result, status)
         result.status = status
         self.outcome.results[name] = result
         for attempt in result.attempts:
@@ -336,6 +359,36 @@ class Scheduler:
             self.waiting[child] -= 1
             if not self.waiting[child] and child not in self.outcome.statuses:
                 self._became_ready(child)
+
+    def _merge(self, target: ConcreteTarget, result: TargetResult, status: str) -> str:
+        """Merge a worktree target's branch into the integration branch, dependencies
+        first (a dependent starts only after this); a conflict changes nothing."""
+        work, worktrees = result.work, self.request.worktrees
+        assert work is not None and worktrees is not None
+        mode = "none" if self.request.no_merge else (
+            target.definition.merge or self.loaded.manifest.options.merge or "auto")
+        if not work.committed:
+            worktrees.drop_branch(work.branch)  # it changed nothing: nothing to keep
+            return status
+        if status != "succeeded":
+            self.outcome.kept[work.branch] = f"work in progress of {target.name} ({status})"
+            return status
+        if mode == "none":
+            self.outcome.kept[work.branch] = f"{target.name}, not merged (merge = none)"
+            return status
+        merged = worktrees.git.merge_into(work.branch, worktrees.integration,
+                                          f"agentfile: merge {target.name} (run {self.run_id})")
+        if not merged.clean:
+            files = ", ".join(merged.conflicts) or "unknown files"
+            result.detail = (f"conflicts with the work merged before it in {files}; "
+                             f"its branch {work.branch} is kept")
+            self.outcome.kept[work.branch] = f"{target.name}: conflict in {files}"
+            self.outcome.conflicts.append(target.name)
+            return "conflict"
+        self.emit("merged", target=target.name, branch=work.branch,
+                  into=worktrees.integration, commit=merged.commit)
+        worktrees.drop_branch(work.branch)
+        return status
 
     # -- budgets ------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,15 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     run TEXT NOT NULL,
     recorded REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS resources (
+    run TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    target TEXT,
+    created REAL NOT NULL,
+    removed REAL,
+    PRIMARY KEY (kind, name)
+);
 CREATE INDEX IF NOT EXISTS outcomes_by_target ON outcomes (target, finished);
 """
 
@@ -99,31 +108,28 @@ class Store:
             self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
+            # Workers record the worktrees and branches they create, under `self.lock`.
+            self.db = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                      check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             # A crash may lose the last transaction, never corrupt: enough for a build log.
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         self.db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
+        with self.lock:
+            self.db.execute(sql, args)
 
     # -- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, pid: int, argv: Sequence[str],
                   requested: Sequence[str]) -> None:
-        self.db.execute(
+        self._write(
             "INSERT INTO runs (id, started, pid, argv, requested, status) "
             "VALUES (?, ?, ?, ?, ?, 'running')",
             (run_id, time.time(), pid, json.dumps(list(argv)), json.dumps(list(requested))))
@@ -131,7 +137,7 @@ class Store:
     def finish_run(self, run_id: str, *, status: str, exit_code: int, cost_usd: float,
                    tokens: int, duration_s: float, sequential_s: float,
                    counts: Mapping[str, int]) -> None:
-        self.db.execute(
+        self._write(
             "UPDATE runs SET finished=?, status=?, exit_code=?, cost_usd=?, tokens=?, "
             "duration_s=?, sequential_s=?, counts=? WHERE id=?",
             (time.time(), status, exit_code, cost_usd, tokens, duration_s, sequential_s,
@@ -157,13 +163,13 @@ class Store:
                        exit_code: int | None, started: float, finished: float,
                        cost_usd: float, tokens: int, peak_rss_bytes: int | None,
                        cpu_s: float | None, session: str | None) -> None:
-        self.db.execute(
+        self._write(
             "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, target, attempt, status, exit_code, started, finished,
              finished - started, cost_usd, tokens, peak_rss_bytes, cpu_s, session))
 
     def record_outcome(self, row: OutcomeRow) -> None:
-        self.db.execute("INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        self._write("INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (row.run, row.target, row.status, row.attempts, row.started,
                          row.finished, row.duration_s, row.cost_usd, row.tokens,
                          row.peak_rss_bytes, row.cpu_s, row.exit_code, row.detail))
@@ -192,16 +198,39 @@ class Store:
         return {r["target"]: r["fingerprint"] for r in rows}
 
     def record_fingerprint(self, target: str, fingerprint: str, run_id: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?)",
+        self._write("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?)",
                         (target, fingerprint, run_id, time.time()))
 
     def forget_fingerprint(self, target: str) -> None:
-        self.db.execute("DELETE FROM fingerprints WHERE target=?", (target,))
+        self._write("DELETE FROM fingerprints WHERE target=?", (target,))
 
     def fingerprint_run(self, target: str) -> str | None:
         row = self.db.execute("SELECT run FROM fingerprints WHERE target=?", (target,)
                               ).fetchone()
         return str(row["run"]) if row else None
+
+    # -- what a build created (SPEC 6.6): recorded before it exists, marked when removed ----
+
+    def record_resource(self, run_id: str, kind: str, name: str, target: str | None) -> None:
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,NULL)",
+                            (run_id, kind, name, target, time.time()))
+
+    def resource_removed(self, kind: str, name: str) -> None:
+        with self.lock:
+            self.db.execute("UPDATE resources SET removed=? WHERE kind=? AND name=?",
+                            (time.time(), kind, name))
+
+    def resources(self, *, run_id: str | None = None,
+                  present: bool = True) -> list[dict[str, Any]]:
+        query = "SELECT * FROM resources WHERE 1=1"
+        args: list[Any] = []
+        if run_id is not None:
+            query += " AND run=?"
+            args.append(run_id)
+        if present:
+            query += " AND removed IS NULL"
+        return [dict(r) for r in self.db.execute(query + " ORDER BY created", args)]
 
 
 def open_store(path: Path, *, readonly: bool = False) -> Store | None:
@@ -210,5 +239,3 @@ def open_store(path: Path, *, readonly: bool = False) -> Store | None:
         return None
     return Store(path, readonly=readonly)
 
-
-__all__ = ["OutcomeRow", "Store", "closing", "open_store"]

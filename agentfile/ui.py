@@ -173,7 +173,7 @@ class Board:
 def console_for(stream: TextIO) -> Console:
     interactive = is_interactive(stream)
     return Console(file=stream, force_terminal=interactive, no_color=not interactive,
-                   width=None if interactive else 120, highlight=False)
+                   width=None if interactive else 120, highlight=False, soft_wrap=True)
 
 
 def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],

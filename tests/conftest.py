@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +59,19 @@ def agentfile_cli() -> Run:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+def wait_for_descendants(pid: int, word: str, count: int = 1, timeout: float = 20) -> None:
+    """Wait until `count` descendants of `pid` have `word` in their command line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = 0
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                found += word in " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+        if found >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} '{word}' processes under {pid} within {timeout}s")

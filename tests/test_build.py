@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Run
+from conftest import Run, wait_for_descendants
 
 # Each target appends "start NAME TIME" / "end NAME TIME" to trace.log, so the tests read the
 # order and the overlap the build really had.
@@ -291,12 +291,7 @@ def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> N
     proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j3"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "NO_COLOR": "1"})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        children = psutil.Process(proc.pid).children(recursive=True)
-        if sum(1 for c in children if "sleep" in " ".join(c.cmdline())) >= 6:
-            break
-        time.sleep(0.05)
+    wait_for_descendants(proc.pid, "sleep", count=6)
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert descendants
     proc.send_signal(sig)

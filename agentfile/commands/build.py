@@ -24,6 +24,8 @@ from agentfile.errors import (
 )
 from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
+from agentfile.git import Git
+from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import describe_isolation
@@ -42,6 +44,8 @@ class BuildOptions:
     retry_failed: bool = False
     as_json: bool = False
     budget: str | None = None
+    no_merge: bool = False
+    keep_worktrees: bool = False
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
@@ -67,9 +71,25 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     with build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
         try:
+            if any(loaded.isolation_of(loaded.graph.targets[n]) == "worktree"
+                   and loaded.graph.targets[n].kind != "group" for n in names):
+                request.worktrees = _begin_worktrees(layout, store, run_id, options)
+            request.no_merge = options.no_merge
             return _run(request, layout, store, run_id, as_json=options.as_json)
         finally:
             store.close()
+
+
+def _begin_worktrees(layout: Layout, store: Store, run_id: str,
+                     options: BuildOptions) -> Worktrees:
+    worktrees = Worktrees(Git(layout.root), layout, store, run_id, keep=options.keep_worktrees)
+    worktrees.begin()
+    dirty = worktrees.git.dirty_files()
+    if dirty:
+        print(f"agentfile: warning: {len(dirty)} uncommitted change(s) in your work tree "
+              f"(e.g. {dirty[0]}): agents start from the last commit and do not see them",
+              file=sys.stderr)
+    return worktrees
 
 
 def _budget_usd(loaded: LoadedManifest, flag: str | None) -> float | None:
@@ -93,7 +113,7 @@ def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
             except UsageError as err:
                 raise UsageError(f"target '{name}': {err}") from None
         isolation = loaded.isolation_of(target)
-        if target.kind != "group" and isolation != "none":
+        if target.kind != "group" and isolation not in ("none", "worktree"):
             raise UsageError(
                 f"target '{name}': isolation {describe_isolation(isolation)} cannot run in "
                 "this version of agentfile; set `isolation = none`")
@@ -209,11 +229,45 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
                      cost_usd=summary["cost_usd"], tokens=summary["tokens"],
                      duration_s=summary["duration_s"], sequential_s=summary["sequential_s"],
                      counts=summary["counts"])
+    landing = _land(request, outcome) if request.worktrees else None
     if not as_json:
         ui.print_summary(console, summary["targets_table"], summary)
         if outcome.stopped == "budget":
             console.print("the build's budget was reached: nothing new was started (exit 3)")
+        for branch, why in outcome.kept.items():
+            console.print(f"kept branch {branch}: {why}")
+        if landing:
+            console.print(landing)
     return code
+
+
+def _land(request: BuildRequest, outcome: BuildOutcome) -> str | None:
+    """SPEC 6.1: fast-forward the user's branch to the integration branch when every merge
+    was clean and the work tree is clean; else keep it and say how to land it."""
+    worktrees = request.worktrees
+    assert worktrees is not None
+    git, branch = worktrees.git, worktrees.integration
+    if git.rev(branch) == worktrees.start_commit:
+        worktrees.drop_branch(branch)  # nothing was merged into it
+        return None
+    mode = "manual" if request.no_merge else request.loaded.manifest.options.merge or "auto"
+    reasons = []
+    if mode != "auto":
+        reasons.append(f"merge = {mode}")
+    if outcome.conflicts:
+        reasons.append(f"conflicts in {', '.join(outcome.conflicts)}")
+    if git.current_branch() != worktrees.start_branch or git.head_commit() != \
+            worktrees.start_commit:
+        reasons.append("your checkout moved since the build began")
+    if git.dirty_files():
+        reasons.append("your work tree has uncommitted changes")
+    if not reasons and git.fast_forward(branch):
+        worktrees.drop_branch(branch)
+        return f"landed: {worktrees.start_branch or 'HEAD'} fast-forwarded to the build's work"
+    how = "git merge --ff-only" if not outcome.conflicts and git.is_ancestor(
+        git.head_commit(), branch) else "git merge"
+    return (f"the build's work is on branch {branch} ({'; '.join(reasons) or 'not landed'}); "
+            f"land it with: {how} {branch}")
 
 
 def _live_rows(scheduler: Scheduler) -> list[ui.LiveRow]:

@@ -14,3 +14,4 @@ class Workspace:
     mode: str
     diff: str = ""  # the changes the target produced, for `{deps.NAME.diff}`
     detail: str | None = None  # e.g. the branch holding the work
+    base: str | None = None  # the commit the work started from

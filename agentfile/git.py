@@ -1,0 +1,182 @@
+"""Git for isolation: the only module that imports GitPython.
+
+Metadata changes (worktrees, branches, merges) are serialised by one lock: git's own lock
+files would otherwise make concurrent targets fail at random. Merges are computed with
+`git merge-tree --write-tree` and recorded with `commit-tree` + `update-ref`, so checking and
+making a merge never touches any work tree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+
+from agentfile.errors import UsageError
+
+_LOCK = threading.RLock()
+AUTHOR_ENV = {
+    "GIT_AUTHOR_NAME": "agentfile", "GIT_AUTHOR_EMAIL": "agentfile@localhost",
+    "GIT_COMMITTER_NAME": "agentfile", "GIT_COMMITTER_EMAIL": "agentfile@localhost",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    clean: bool
+    commit: str | None = None  # the new tip of the integration branch
+    conflicts: tuple[str, ...] = ()
+
+
+class Git:
+    """One repository, driven through the git command line by GitPython."""
+
+    def __init__(self, root: Path) -> None:
+        try:
+            self.repo = git.Repo(root)
+        except (InvalidGitRepositoryError, NoSuchPathError):
+            raise UsageError(f"{root} is not a git repository; worktree and branch isolation "
+                             "need one (or use `isolation = none`)") from None
+        self.root = Path(self.repo.working_tree_dir or root)
+        self.cmd = self.repo.git
+
+    # -- facts --------------------------------------------------------------------------
+
+    def head_commit(self) -> str:
+        try:
+            return str(self.cmd.rev_parse("--verify", "HEAD"))
+        except GitCommandError:
+            raise UsageError("the repository has no commit yet; worktree isolation starts "
+                             "from one (make a first commit)") from None
+
+    def current_branch(self) -> str | None:
+        try:
+            return str(self.cmd.symbolic_ref("--short", "-q", "HEAD"))
+        except GitCommandError:
+            return None  # detached
+
+    def dirty_files(self, path: Path | None = None, *, untracked: bool = False) -> list[str]:
+        """Changed tracked files of a work tree (and untracked ones, not ignored, if asked)."""
+        repo = git.Repo(path) if path else self.repo
+        out = repo.git.status("--porcelain=v1", "-z",
+                              "--untracked-files=all" if untracked else "--untracked-files=no")
+        entries = [e for e in str(out).split("\0") if e]
+        files: list[str] = []
+        skip = False
+        for entry in entries:
+            if skip:
+                skip = False
+                continue
+            files.append(entry[3:])
+            skip = entry[0] in "RC"  # a rename is followed by its old name
+        return files
+
+    def branch_exists(self, name: str) -> bool:
+        try:
+            self.cmd.rev_parse("--verify", "--quiet", f"refs/heads/{name}")
+        except GitCommandError:
+            return False
+        return True
+
+    def rev(self, ref: str) -> str:
+        return str(self.cmd.rev_parse("--verify", ref))
+
+    def is_ancestor(self, commit: str, of: str) -> bool:
+        try:
+            self.cmd.merge_base("--is-ancestor", commit, of)
+        except GitCommandError:
+            return False
+        return True
+
+    def merged_anywhere(self, branch: str) -> bool:
+        """The branch's tip is contained in some other branch (its work is not lost)."""
+        tip = self.rev(branch)
+        out = str(self.cmd.branch("--contains", tip, "--format=%(refname:short)"))
+        return any(b.strip() and b.strip() != branch for b in out.splitlines())
+
+    def diff(self, base: str, tip: str) -> str:
+        return str(self.cmd.diff(f"{base}..{tip}"))
+
+    def worktree_paths(self) -> list[Path]:
+        out = str(self.cmd.worktree("list", "--porcelain"))
+        return [Path(line[9:]) for line in out.splitlines() if line.startswith("worktree ")]
+
+    # -- changes ------------------------------------------------------------------------
+
+    def create_branch(self, name: str, at: str) -> None:
+        with _LOCK:
+            self.cmd.branch(name, at)
+
+    def delete_branch(self, name: str) -> None:
+        with _LOCK:
+            self.cmd.branch("-D", name)
+
+    def add_worktree(self, path: Path, branch: str, at: str) -> None:
+        """A new worktree at `path` on a new branch `branch` starting at `at`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _LOCK:
+            self.cmd.worktree("add", "-q", "-b", branch, str(path), at)
+
+    def remove_worktree(self, path: Path) -> None:
+        with _LOCK:
+            if path.exists():
+                self.cmd.worktree("remove", "--force", str(path))
+            self.cmd.worktree("prune")
+
+    def prune_worktrees(self) -> None:
+        with _LOCK:
+            self.cmd.worktree("prune")
+
+    def commit_all(self, path: Path, message: str, *,
+                   exclude: Sequence[str] = ()) -> str | None:
+        """Commit everything changed in a worktree (but `exclude`, e.g. a copied `.env`);
+        the new commit, or None if there was nothing to commit."""
+        tree = git.Repo(path)
+        tree.git.add("-A", "--", ".", *(f":(exclude){name}" for name in exclude))
+        if not tree.git.diff("--cached", "--name-only"):
+            return None
+        with tree.git.custom_environment(**AUTHOR_ENV):
+            tree.git.commit("-q", "--no-verify", "-m", message)
+        return str(tree.git.rev_parse("HEAD"))
+
+    def merge_into(self, branch: str, into: str, message: str) -> MergeResult:
+        """Merge `branch` into `into` without touching any work tree; conflicts change nothing."""
+        with _LOCK:
+            ours, theirs = self.rev(into), self.rev(branch)
+            if self.is_ancestor(theirs, ours):
+                return MergeResult(True, ours)
+            if self.is_ancestor(ours, theirs):
+                self.cmd.update_ref(f"refs/heads/{into}", theirs, ours)
+                return MergeResult(True, theirs)
+            status, out, err = self.cmd.merge_tree(
+                "--write-tree", "--name-only", "-z", ours, theirs,
+                with_extended_output=True, with_exceptions=False)
+            fields = str(out).split("\0")
+            if status == 1:  # conflicts: the tree, then the conflicted names, then ""
+                names = []
+                for name in fields[1:]:
+                    if not name:
+                        break
+                    names.append(name)
+                return MergeResult(False, conflicts=tuple(dict.fromkeys(names)))
+            if status != 0:
+                raise UsageError(f"git merge-tree failed: {err}")
+            tree = fields[0].strip()
+            with self.repo.git.custom_environment(**AUTHOR_ENV):
+                commit = str(self.cmd.commit_tree(tree, "-p", ours, "-p", theirs,
+                                                  "-m", message))
+            self.cmd.update_ref(f"refs/heads/{into}", commit, ours)
+            return MergeResult(True, commit)
+
+    def fast_forward(self, branch: str) -> bool:
+        """Fast-forward the checked-out branch of the main work tree to `branch`."""
+        with _LOCK:
+            try:
+                self.cmd.merge("--ff-only", "-q", branch)
+            except GitCommandError:
+                return False
+            return True

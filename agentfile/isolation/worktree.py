@@ -1,0 +1,94 @@
+"""`isolation = worktree` (SPEC 6.1): each target in its own git worktree and branch.
+
+The build's integration branch `agentfile/RUN_ID` starts at the commit checked out when the
+build began; a target's branch `agentfile/targets/RUN_ID/TARGET` starts at the integration
+branch's tip, so it sees its dependencies' merged work. (SPEC 6.1 names target branches
+`agentfile/RUN_ID/TARGET`, which git cannot hold beside `agentfile/RUN_ID`: a ref cannot be
+both a branch and a folder of branches.) When the target ends, whatever it left is
+committed on its branch (a work-in-progress commit if it did not succeed), the worktree is
+removed and the branch kept for the scheduler to merge, or for the user to inspect.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentfile.git import Git
+from agentfile.isolation.base import Workspace
+from agentfile.layout import Layout, ref_safe, target_path
+from agentfile.manifest.expand import ConcreteTarget
+from agentfile.state import Store
+
+
+@dataclass
+class WorktreeWork:
+    """What a finished worktree target left: its branch, its commits and its diff."""
+
+    branch: str
+    base: str
+    committed: bool  # the branch holds commits beyond its base
+    wip: bool = False  # committed as work in progress (failed or interrupted)
+
+
+@dataclass
+class Worktrees:
+    """The worktrees and branches of one build."""
+
+    git: Git
+    layout: Layout
+    store: Store
+    run_id: str
+    keep: bool = False  # --keep-worktrees
+    integration: str = ""
+    start_commit: str = ""
+    start_branch: str | None = None
+    created: list[str] = field(default_factory=list)
+
+    def begin(self) -> None:
+        """Create the integration branch at the commit checked out now."""
+        self.start_commit = self.git.head_commit()
+        self.start_branch = self.git.current_branch()
+        self.integration = f"agentfile/{self.run_id}"
+        self.store.record_resource(self.run_id, "branch", self.integration, None)
+        self.git.create_branch(self.integration, self.start_commit)
+
+    def branch_of(self, target: ConcreteTarget) -> str:
+        return f"agentfile/targets/{self.run_id}/{ref_safe(target.name)}"
+
+    def path_of(self, target: ConcreteTarget) -> Path:
+        return self.layout.state_dir / "worktrees" / self.run_id / target_path(target.name)
+
+    def prepare(self, target: ConcreteTarget) -> Workspace:
+        branch, path = self.branch_of(target), self.path_of(target)
+        base = self.git.rev(self.integration)
+        self.store.record_resource(self.run_id, "branch", branch, target.name)
+        self.store.record_resource(self.run_id, "worktree", str(path), target.name)
+        self.git.add_worktree(path, branch, base)
+        for name in target.definition.copy_files:
+            source = self.git.root / name
+            if source.is_file():
+                (path / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, path / name)
+        return Workspace(path=path, mode="worktree", detail=branch, base=base)
+
+    def finish(self, workspace: Workspace, target: ConcreteTarget, status: str) -> WorktreeWork:
+        """Commit what the target left (nothing is lost), note its diff, remove the worktree."""
+        assert workspace.detail is not None and workspace.base is not None
+        branch = workspace.detail
+        wip = status != "succeeded"
+        message = (f"agentfile: {target.name} (run {self.run_id})" if not wip else
+                   f"agentfile: work in progress of {target.name} ({status}, run {self.run_id})")
+        self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
+        tip = self.git.rev(branch)
+        workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
+        if not self.keep:
+            self.git.remove_worktree(workspace.path)
+            self.store.resource_removed("worktree", str(workspace.path))
+        return WorktreeWork(branch, workspace.base, committed=tip != workspace.base, wip=wip)
+
+    def drop_branch(self, branch: str) -> None:
+        """A branch whose work is merged (or that holds none) is deleted."""
+        self.git.delete_branch(branch)
+        self.store.resource_removed("branch", branch)

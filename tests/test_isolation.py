@@ -1,0 +1,124 @@
+"""Isolation in git worktrees: parallel work, ordered merges, conflicts, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import Run, git, wait_for_descendants
+
+SHELL_AGENT = '''\
+options:
+    isolation = worktree
+agent sh: command
+    command = "sh -c \\"$(cat {prompt_file})\\""
+'''
+
+
+def agent_target(name: str, script: str, deps: str = "", extra: str = "") -> str:
+    return f"{name}: {deps}\n    agent = sh\n    prompt = {json.dumps(script)}\n{extra}"
+
+
+def commit_manifest(repo: Path, text: str) -> None:
+    (repo / "Agentfile").write_text(SHELL_AGENT + text)
+    git(repo, "add", "Agentfile")
+    git(repo, "commit", "-qm", "manifest")
+
+
+def branches(repo: Path) -> list[str]:
+    return git(repo, "branch", "--format=%(refname:short)").split()
+
+
+def test_parallel_worktrees_merge_and_land(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("a", "echo A > a.txt")
+                    + agent_target("b", "echo B > b.txt")
+                    + agent_target("c", "cat a.txt b.txt > c.txt", "a b",
+                                   '    verify = "test -s c.txt"\n'))
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert (repo / "c.txt").read_text() == "A\nB\n"  # c saw both dependencies' work
+    assert "landed" in result.out
+    assert git(repo, "status", "--porcelain") == ""  # the user's tree: clean, holding it all
+    assert branches(repo) == ["main"]  # every agentfile branch merged and deleted
+    worktrees = git(repo, "worktree", "list", "--porcelain")
+    assert worktrees.count("worktree ") == 1  # only the user's own
+    log = git(repo, "log", "--format=%s")
+    assert "agentfile: a (run" in log and "agentfile: merge " in log
+
+
+def test_conflict_keeps_branch_and_leaves_user_untouched(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("one", "echo one > README.md")
+                    + agent_target("two", "sleep 0.3; echo two > README.md")
+                    + agent_target("after", "echo x > after.txt", "two"))
+    head = git(repo, "rev-parse", "HEAD").strip()
+    result = agentfile_cli("build", "-k", cwd=repo)
+    assert result.code == 1
+    lines = [json.loads(x) for x in (_last_run(repo) / "events.jsonl").read_text().splitlines()]
+    status = {e["target"]: e["status"] for e in lines if e["event"] == "target_finished"}
+    assert status == {"one": "succeeded", "two": "conflict", "after": "blocked"}
+    assert git(repo, "rev-parse", "HEAD").strip() == head  # not landed
+    assert (repo / "README.md").read_text() == "test repo\n"  # the user's tree untouched
+    kept = [b for b in branches(repo) if b.startswith("agentfile/targets/")]
+    assert len(kept) == 1 and kept[0].endswith("/two")
+    assert "README.md" in result.out and "git merge" in result.out
+    integration = [b for b in branches(repo) if b.count("/") == 1 and b != "main"]
+    assert integration and git(repo, "show", f"{integration[0]}:README.md").strip() == "one"
+
+
+def test_failed_and_interrupted_work_is_kept(repo: Path) -> None:
+    commit_manifest(repo, agent_target("slow", "echo draft > draft.txt; sleep 30")
+                    + agent_target("bad", "echo half > half.txt; exit 1"))
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-k"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    wait_for_descendants(proc.pid, "sleep")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 130, out
+    kept = {b.rsplit("/", 1)[-1]: b for b in branches(repo) if "targets" in b}
+    assert set(kept) == {"slow", "bad"}
+    assert git(repo, "show", f"{kept['slow']}:draft.txt").strip() == "draft"  # recoverable
+    assert git(repo, "show", f"{kept['bad']}:half.txt").strip() == "half"
+    assert "work in progress" in git(repo, "log", "-1", "--format=%s", kept["slow"])
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert "kept branch" in out
+
+
+def test_dirty_tree_is_never_modified(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("a", "echo A > a.txt"))
+    (repo / "README.md").write_text("my unsaved edit\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0
+    assert "uncommitted change" in result.err
+    assert (repo / "README.md").read_text() == "my unsaved edit\n"
+    assert not (repo / "a.txt").exists()  # not landed into a dirty tree
+    assert "land it with: git merge --ff-only agentfile/" in result.out
+
+
+def test_copy_brings_untracked_files_but_never_commits_them(repo: Path,
+                                                             agentfile_cli: Run) -> None:
+    (repo / ".env").write_text("TOKEN=abc\n")
+    commit_manifest(repo, agent_target("a", "cp .env seen.txt", extra='    copy = [".env"]\n'))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert (repo / "seen.txt").read_text() == "TOKEN=abc\n"
+    assert ".env" not in git(repo, "ls-files")
+
+
+def test_dependency_diff_reaches_the_reviewer(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("writer", "echo 'new line' >> README.md")
+                    + "review: writer\n    agent = sh\n    isolation = none\n"
+                    '    prompt = "printf %s {deps.writer.diff} > /dev/null; true"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    prompt = (_last_run(repo) / "prompts" / "review.md").read_text()
+    assert "+new line" in prompt and "README.md" in prompt
+
+
+def _last_run(repo: Path) -> Path:
+    runs = sorted((repo / ".agentfile" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    return runs[-1]
