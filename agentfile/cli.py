@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", nargs="?", metavar="RUN")
     report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
 
+    clean = sub.add_parser("clean", help="remove the worktrees, branches and tmux sessions "
+                           "agentfile made (never unmerged work without --force)")
+    _manifest_options(clean)
+    clean.add_argument("--run", metavar="ID", help="what this run left (default: the last)")
+    clean.add_argument("--all", action="store_true", dest="every", help="what every run left")
+    clean.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
+    clean.add_argument("--force", action="store_true",
+                       help="also remove work merged nowhere and dirty worktrees")
+
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -159,6 +168,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.status(file=args.file, as_json=args.json, watch=args.watch)
     if name == "report":
         return commands.report(file=args.file, run=args.run, html=args.html)
+    if name == "clean":
+        return commands.clean(file=args.file, run=args.run, every=args.every,
+                              dry_run=args.dry_run, force=args.force)
     if name == "init":
         return commands.init(file=args.file, force=args.force)
     build_parser().print_help()

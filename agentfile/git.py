@@ -172,6 +172,16 @@ class Git:
             self.cmd.update_ref(f"refs/heads/{into}", commit, ours)
             return MergeResult(True, commit)
 
+    def checkout_new(self, branch: str, at: str) -> None:
+        """Switch the main work tree to a new branch at `at` (branch isolation)."""
+        with _LOCK:
+            self.cmd.checkout("-q", "-b", branch, at)
+
+    def restore_checkout(self, ref: str) -> None:
+        """Back to the user's branch, files included; what the target left is committed."""
+        with _LOCK:
+            self.cmd.checkout("-q", "-f", ref)
+
     def fast_forward(self, branch: str) -> bool:
         """Fast-forward the checked-out branch of the main work tree to `branch`."""
         with _LOCK:

@@ -15,16 +15,19 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agentfile import graph as g
+from agentfile.errors import UsageError
 from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
-from agentfile.isolation import none_workspace
+from agentfile.git import Git
+from agentfile.isolation import branch, directory, none_workspace
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
-from agentfile.manifest.model import Agent, describe_isolation
+from agentfile.manifest.model import Agent, DirRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult, run_target
 from agentfile.state import OutcomeRow, Store
 
@@ -107,6 +110,8 @@ class Scheduler:
         self.agent_use: dict[str, int] = {}
         self.interrupted = threading.Event()
         self.spent = 0.0
+        self.main_git = request.worktrees.git if request.worktrees else _git_or_none(
+            self.loaded.root)
 
     # -- the graph as this build sees it ------------------------------------------------
 
@@ -234,6 +239,25 @@ class Scheduler:
         if agent is not None and agent_name is not None and agent.max_parallel is not None \
                 and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
             return f"agent {agent_name} at max_parallel"
+        return self._checkout_conflict(target)
+
+    def _checkout_conflict(self, target: ConcreteTarget) -> str | None:
+        """Targets sharing the main checkout: a branch target has it alone (it switches the
+        branch), and two dir() targets whose directories overlap never run together."""
+        mode = self.loaded.isolation_of(target)
+        if mode == "worktree":
+            return None
+        others = [self.loaded.isolation_of(r.target) for r in self.running.values()]
+        shared = [m for m in others if m != "worktree"]
+        if mode == "branch" and shared:
+            return "branch isolation waits for the checkout"
+        if "branch" in shared:
+            return "a branch target has the checkout"
+        if isinstance(mode, DirRef):
+            mine = directory.relative_dir(self.loaded.root, self.loaded.path.parent, mode.dir)
+            for other in self._running_dirs(target.name):
+                if directory.overlap(mine, other):
+                    return f"dir({other}) overlaps"
         return None
 
     def _start(self, target: ConcreteTarget) -> None:
@@ -265,8 +289,13 @@ class Scheduler:
     def _work(self, job: Job) -> None:
         """A worker thread: prepare the workspace, run every attempt, report back."""
         try:
-            if self.loaded.isolation_of(job.target) == "worktree":
+            mode = self.loaded.isolation_of(job.target)
+            if mode == "worktree":
                 result = self._in_worktree(job)
+            elif mode == "branch":
+                result = self._in_branch(job)
+            elif isinstance(mode, DirRef):
+                result = self._in_directory(job, mode)
             else:
                 with none_workspace(self.loaded.root) as workspace:
                     result = run_target(job, workspace)
@@ -287,6 +316,48 @@ class Scheduler:
             result.work = worktrees.finish(workspace, job.target, result.status)
             result.diff = workspace.diff
         return result
+
+    def _in_branch(self, job: Job) -> TargetResult:
+        worktrees = self.request.worktrees
+        assert worktrees is not None
+        try:
+            workspace = branch.prepare(worktrees, job.target)
+        except branch.DirtyCheckout as err:
+            return TargetResult(job.target.name, "failed", detail=str(err))
+        result = TargetResult(job.target.name, "interrupted")
+        try:
+            result = run_target(job, workspace)
+        finally:
+            result.work = branch.finish(worktrees, workspace, job.target, result.status)
+            result.diff = workspace.diff
+        return result
+
+    def _in_directory(self, job: Job, ref: DirRef) -> TargetResult:
+        root = self.loaded.root
+        folder = directory.relative_dir(root, self.loaded.path.parent, ref.dir)
+        others = set(self._running_dirs(job.target.name))
+        before = directory.snapshot(root, self.main_git)
+        result = run_target(job, directory.directory_workspace(root, folder))
+        others |= set(self._running_dirs(job.target.name))
+        outside = directory.violations(before, directory.snapshot(root, self.main_git),
+                                       folder, others)
+        if outside and result.status == "succeeded":
+            shown = ", ".join(outside[:10]) + (" …" if len(outside) > 10 else "")
+            result.status = "violation"
+            result.detail = f"changed files outside dir(\"{ref.dir}\"): {shown}"
+            if others:  # the checkout is shared: say who else could have written them
+                result.detail += f" (while {', '.join(sorted(others))} also ran there)"
+        return result
+
+    def _running_dirs(self, besides: str) -> list[str]:
+        """The directories of dir() targets running now, other than `besides`."""
+        folders = []
+        for name, running in list(self.running.items()):
+            mode = self.loaded.isolation_of(running.target)
+            if name != besides and isinstance(mode, DirRef):
+                folders.append(directory.relative_dir(self.loaded.root,
+                                                      self.loaded.path.parent, mode.dir))
+        return folders
 
     def _dep_texts(self, target: ConcreteTarget, kind: str) -> dict[str, str]:
         texts: dict[str, str] = {}
@@ -313,7 +384,12 @@ class Scheduler:
                 self.outcome.stopped == "budget":
             status = "over-budget"
         if result.work is not None:
-            status = self._merge(running.target, result, status)
+            try:
+                status = self._merge(running.target, result, status)
+            except Exception as err:  # a git failure fails this target, not the build
+                result.detail = f"could not merge its branch {result.work.branch}: {err}"
+                self.outcome.kept[result.work.branch] = f"{name}: merge failed"
+                status = "failed"
         result.status = status
         self.outcome.results[name] = result
         for attempt in result.attempts:
@@ -368,7 +444,8 @@ class Scheduler:
         mode = "none" if self.request.no_merge else (
             target.definition.merge or self.loaded.manifest.options.merge or "auto")
         if not work.committed:
-            worktrees.drop_branch(work.branch)  # it changed nothing: nothing to keep
+            if not worktrees.keep:
+                worktrees.drop_branch(work.branch)  # it changed nothing: nothing to keep
             return status
         if status != "succeeded":
             self.outcome.kept[work.branch] = f"work in progress of {target.name} ({status})"
@@ -387,7 +464,8 @@ class Scheduler:
             return "conflict"
         self.emit("merged", target=target.name, branch=work.branch,
                   into=worktrees.integration, commit=merged.commit)
-        worktrees.drop_branch(work.branch)
+        if not worktrees.keep:  # a kept worktree still has its branch checked out
+            worktrees.drop_branch(work.branch)
         return status
 
     # -- budgets ------------------------------------------------------------------------
@@ -418,6 +496,13 @@ class Scheduler:
 
     def emit(self, event: str, **fields: object) -> None:
         self.reporter.emit(make_event(event, self.run_id, **fields))
+
+
+def _git_or_none(root: Path) -> Git | None:
+    try:
+        return Git(root)
+    except UsageError:
+        return None
 
 
 def _previous_result(files: RunFiles, store: Store, target: str) -> str:

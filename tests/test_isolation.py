@@ -122,3 +122,91 @@ def test_dependency_diff_reaches_the_reviewer(repo: Path, agentfile_cli: Run) ->
 def _last_run(repo: Path) -> Path:
     runs = sorted((repo / ".agentfile" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     return runs[-1]
+
+
+def test_dir_isolation_runs_inside_and_flags_violations(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "apps" / "users").mkdir(parents=True)
+    (repo / "apps" / "web").mkdir(parents=True)
+    commit_manifest(repo, '''\
+good:
+    isolation = dir("apps/users")
+    run = "pwd > where.txt"
+bad:
+    isolation = dir("apps/web")
+    run = "echo x > ../../stray.txt; echo y > inside.txt"
+''')
+    # One at a time: in a shared checkout a change cannot be told apart from a neighbour's.
+    result = agentfile_cli("build", "-k", "-j1", cwd=repo)
+    assert result.code == 1
+    assert (repo / "apps" / "users" / "where.txt").read_text().strip() == str(
+        repo / "apps" / "users")
+    lines = [json.loads(x) for x in (_last_run(repo) / "events.jsonl").read_text().splitlines()]
+    finished = {e["target"]: e for e in lines if e["event"] == "target_finished"}
+    assert finished["good"]["status"] == "succeeded"
+    assert finished["bad"]["status"] == "violation"
+    assert "stray.txt" in str(finished["bad"]["detail"])
+    assert "inside.txt" not in str(finished["bad"]["detail"])
+
+
+def test_overlapping_dirs_never_run_together(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "apps" / "a").mkdir(parents=True)
+    trace = repo.parent / "trace.txt"  # outside the repository: not a violation
+    stamp = f"echo {{target}} $(date +%s.%N) >> {trace}"
+    commit_manifest(repo, f'''\
+outer:
+    isolation = dir("apps")
+    run = "{stamp.replace('{target}', 'start')}; sleep 0.3; {stamp.replace('{target}', 'end')}"
+inner:
+    isolation = dir("apps/a")
+    run = "{stamp.replace('{target}', 'start')}; sleep 0.3; {stamp.replace('{target}', 'end')}"
+''')
+    assert agentfile_cli("build", "-j2", cwd=repo).code == 0
+    rows = [line.split() for line in trace.read_text().splitlines()]
+    assert [r[0] for r in rows] == ["start", "end", "start", "end"]  # one after the other
+
+
+def test_branch_isolation_restores_the_checkout(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("on-branch", "echo B > b.txt; git branch --show-current"
+                                       " > seen-branch.txt", extra="    isolation = branch\n"))
+    (repo / "untracked-note.txt").write_text("mine\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert git(repo, "branch", "--show-current").strip() == "main"
+    assert (repo / "b.txt").read_text() == "B\n"  # landed
+    seen = (repo / "seen-branch.txt").read_text()
+    assert seen.startswith("agentfile/targets/")
+    assert (repo / "untracked-note.txt").read_text() == "mine\n"  # never committed or lost
+    assert "untracked-note.txt" not in git(repo, "ls-files")
+
+
+def test_branch_isolation_refuses_a_dirty_tree(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("b", "echo B > b.txt", extra="    isolation = branch\n"))
+    (repo / "README.md").write_text("unsaved\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 1 and "clean work tree" in result.out
+    assert (repo / "README.md").read_text() == "unsaved\n"
+    assert git(repo, "branch", "--show-current").strip() == "main"
+
+
+def test_clean_removes_only_what_is_safe(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("one", "echo one > README.md")
+                    + agent_target("two", "sleep 0.3; echo two > README.md"))
+    assert agentfile_cli("build", "-k", "--keep-worktrees", cwd=repo).code == 1
+    before = branches(repo)
+    assert len([b for b in before if b.startswith("agentfile/")]) >= 2
+    dry = agentfile_cli("clean", "-n", cwd=repo)
+    assert dry.code == 0 and "would remove worktree" in dry.out
+    assert branches(repo) == before  # -n changed nothing
+    result = agentfile_cli("clean", cwd=repo)
+    assert "kept branch" in result.out and "merged nowhere" not in result.out
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    kept = [b for b in branches(repo) if b.startswith("agentfile/")]
+    assert kept  # the conflict's branch and the unlanded integration branch hold work
+    again = agentfile_cli("clean", cwd=repo)
+    assert "removed" not in again.out  # idempotent
+    forced = agentfile_cli("clean", "--force", cwd=repo)
+    assert forced.code == 0 and branches(repo) == ["main"]
+    (repo / "manual-branch-guard").write_text("")
+    git(repo, "branch", "agentfile/not-ours")  # made by hand: never touched
+    agentfile_cli("clean", "--all", "--force", cwd=repo)
+    assert "agentfile/not-ours" in branches(repo)

@@ -2,6 +2,7 @@
 
 from agentfile.commands.build import BuildOptions, build
 from agentfile.commands.check import check
+from agentfile.commands.clean import clean
 from agentfile.commands.convert import convert
 from agentfile.commands.graph import graph
 from agentfile.commands.history import logs, runs, status
@@ -11,5 +12,5 @@ from agentfile.commands.plan import plan
 from agentfile.commands.report import report
 from agentfile.commands.schema import schema
 
-__all__ = ["BuildOptions", "build", "check", "convert", "graph", "init", "list_targets", "logs",
-           "plan", "report", "runs", "schema", "status"]
+__all__ = ["BuildOptions", "build", "check", "clean", "convert", "graph", "init", "list_targets",
+           "logs", "plan", "report", "runs", "schema", "status"]

@@ -28,7 +28,6 @@ from agentfile.git import Git
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
-from agentfile.manifest.model import describe_isolation
 from agentfile.runlock import build_lock
 from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler, agent_definition
 from agentfile.state import Store, open_store
@@ -71,7 +70,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     with build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
         try:
-            if any(loaded.isolation_of(loaded.graph.targets[n]) == "worktree"
+            if any(loaded.isolation_of(loaded.graph.targets[n]) in ("worktree", "branch")
                    and loaded.graph.targets[n].kind != "group" for n in names):
                 request.worktrees = _begin_worktrees(layout, store, run_id, options)
             request.no_merge = options.no_merge
@@ -103,7 +102,7 @@ def _budget_usd(loaded: LoadedManifest, flag: str | None) -> float | None:
 
 
 def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
-    """Refuse before anything starts: a provider or isolation this version cannot run."""
+    """Refuse before anything starts: a provider this version cannot run."""
     for name in names:
         target = loaded.graph.targets[name]
         _, agent = agent_definition(loaded, target)
@@ -112,11 +111,7 @@ def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
                 agents.provider(agent.provider)
             except UsageError as err:
                 raise UsageError(f"target '{name}': {err}") from None
-        isolation = loaded.isolation_of(target)
-        if target.kind != "group" and isolation not in ("none", "worktree"):
-            raise UsageError(
-                f"target '{name}': isolation {describe_isolation(isolation)} cannot run in "
-                "this version of agentfile; set `isolation = none`")
+
 
 
 def _last_run(layout: Layout) -> dict[str, Any] | None:
@@ -214,6 +209,11 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     try:
         with _signals(scheduler):
             outcome = scheduler.run()
+    except BaseException:
+        # A bug in agentfile itself: the run is still closed in state, processes reaped.
+        store.finish_run(run_id, status="error", exit_code=1, cost_usd=scheduler.spent,
+                         tokens=0, duration_s=0, sequential_s=0, counts={})
+        raise
     finally:
         process.reap_orphans(set())
         live.close()

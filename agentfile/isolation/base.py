@@ -15,3 +15,4 @@ class Workspace:
     diff: str = ""  # the changes the target produced, for `{deps.NAME.diff}`
     detail: str | None = None  # e.g. the branch holding the work
     base: str | None = None  # the commit the work started from
+    foreign: tuple[str, ...] = ()  # files there before the target; never committed by it

@@ -1,0 +1,145 @@
+"""`agentfile clean`: remove what agentfile made, and only that (SPEC 6.6).
+
+Only worktrees, branches and tmux sessions recorded in state are candidates, never anything
+found by a name pattern. A worktree with uncommitted changes, or a branch holding commits
+that no other branch contains, is kept unless `--force`: cleaning never loses work. Running
+it twice removes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentfile.commands.history import layout_for
+from agentfile.errors import EXIT_OK, UsageError
+from agentfile.git import Git
+from agentfile.layout import Layout
+from agentfile.runlock import holder
+from agentfile.state import Store, open_store
+
+
+@dataclass
+class Step:
+    kind: str
+    name: str
+    action: str  # "remove" or "keep"
+    why: str = ""
+
+
+def clean(*, file: str | None, run: str | None, every: bool, dry_run: bool,
+          force: bool) -> int:
+    layout = layout_for(file)
+    store = open_store(layout.database, readonly=dry_run)
+    if store is None:
+        print("nothing to clean: no build has run in this repository")
+        return EXIT_OK
+    try:
+        steps = _plan(layout, store, run=run, every=every, force=force)
+        for step in steps:
+            if step.action == "remove" and not dry_run:
+                _remove(layout, store, step)
+        _report(steps, dry_run=dry_run)
+        if not dry_run:
+            _prune(layout)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
+          force: bool) -> list[Step]:
+    live = holder(layout.lock_file)
+    running = str(live.get("run")) if live else None
+    if run is not None and run == running:
+        raise UsageError(f"run {run} is still building (pid {live and live.get('pid')})")
+    scope = run
+    if scope is None and not every:
+        last = store.last_run(finished=True)
+        scope = last["id"] if last else None
+        if scope is None:
+            return []
+    resources = [r for r in store.resources(run_id=scope) if r["run"] != running]
+    git = _git(layout) if resources else None
+    steps: list[Step] = []
+    for resource in resources:
+        kind, name = resource["kind"], resource["name"]
+        if kind == "worktree":
+            steps.append(_judge_worktree(git, Path(name), force))
+        elif kind == "branch":
+            steps.append(_judge_branch(git, name, force))
+        elif kind == "tmux":
+            steps.append(Step(kind, name, "remove"))
+    if live is None and layout.lock_file.exists() and layout.lock_file.read_text().strip():
+        steps.append(Step("lock", str(layout.lock_file), "remove", "its build is gone"))
+    # Worktrees before branches: git will not delete a branch checked out in a worktree.
+    order = {"worktree": 0, "tmux": 1, "branch": 2, "lock": 3}
+    return sorted(steps, key=lambda s: order.get(s.kind, 9))
+
+
+def _git(layout: Layout) -> Git | None:
+    try:
+        return Git(layout.root)
+    except UsageError:
+        return None
+
+
+def _judge_worktree(git: Git | None, path: Path, force: bool) -> Step:
+    if not path.exists():
+        return Step("worktree", str(path), "remove", "already gone")
+    if git is not None:
+        dirty = git.dirty_files(path, untracked=True)
+        if dirty and not force:
+            return Step("worktree", str(path), "keep",
+                        f"{len(dirty)} uncommitted change(s); --force removes it")
+    return Step("worktree", str(path), "remove")
+
+
+def _judge_branch(git: Git | None, name: str, force: bool) -> Step:
+    if git is None or not git.branch_exists(name):
+        return Step("branch", name, "remove", "already gone")
+    if not force and not git.merged_anywhere(name):
+        return Step("branch", name, "keep",
+                    "holds commits no other branch contains; merge it, or --force")
+    return Step("branch", name, "remove")
+
+
+def _remove(layout: Layout, store: Store, step: Step) -> None:
+    if step.kind == "worktree":
+        git = _git(layout)
+        if git is not None:
+            git.remove_worktree(Path(step.name))
+        store.resource_removed("worktree", step.name)
+    elif step.kind == "branch":
+        git = _git(layout)
+        if git is not None and git.branch_exists(step.name):
+            git.delete_branch(step.name)
+        store.resource_removed("branch", step.name)
+    elif step.kind == "tmux":
+        from agentfile.isolation.tmux import kill_session
+
+        kill_session(step.name)
+        store.resource_removed("tmux", step.name)
+    elif step.kind == "lock":
+        with contextlib.suppress(OSError):
+            Path(step.name).write_text("")
+
+
+def _prune(layout: Layout) -> None:
+    git = _git(layout)
+    if git is not None:
+        git.prune_worktrees()
+
+
+def _report(steps: list[Step], *, dry_run: bool) -> None:
+    removed = [s for s in steps if s.action == "remove"]
+    kept = [s for s in steps if s.action == "keep"]
+    verb = "would remove" if dry_run else "removed"
+    for step in removed:
+        note = f" ({step.why})" if step.why else ""
+        print(f"{verb} {step.kind} {step.name}{note}")
+    for step in kept:
+        print(f"kept {step.kind} {step.name}: {step.why}")
+    if not steps:
+        print("nothing to clean")

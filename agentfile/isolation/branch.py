@@ -1,0 +1,53 @@
+"""`isolation = branch` (SPEC 6.2): run in the main checkout, on a branch of its own.
+
+Such a target has the checkout to itself (the scheduler runs nothing else there meanwhile);
+it starts from the build's integration branch, what it leaves is committed on its branch,
+and the user's branch and files are checked out again afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+from agentfile.errors import AgentfileError
+from agentfile.isolation.base import Workspace
+from agentfile.isolation.worktree import Worktrees, WorktreeWork
+from agentfile.manifest.expand import ConcreteTarget
+
+
+class DirtyCheckout(AgentfileError):
+    """Branch isolation would switch a checkout that holds uncommitted changes."""
+
+
+def prepare(worktrees: Worktrees, target: ConcreteTarget) -> Workspace:
+    git = worktrees.git
+    dirty = git.dirty_files()
+    if dirty:
+        raise DirtyCheckout(f"branch isolation needs a clean work tree; {len(dirty)} "
+                            f"uncommitted change(s), e.g. {dirty[0]}")
+    branch = worktrees.branch_of(target)
+    base = git.rev(worktrees.integration)
+    # The user's untracked files stay theirs: never committed onto the target's branch.
+    untracked = tuple(set(git.dirty_files(untracked=True)) - set(dirty))
+    worktrees.store.record_resource(worktrees.run_id, "branch", branch, target.name)
+    git.checkout_new(branch, base)
+    return Workspace(path=git.root, mode="branch", detail=branch, base=base,
+                     foreign=untracked)
+
+
+def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
+           status: str) -> WorktreeWork:
+    """Commit what the target left on its branch, then give the user their checkout back."""
+    git = worktrees.git
+    assert workspace.detail is not None and workspace.base is not None
+    wip = status != "succeeded"
+    message = (f"agentfile: {target.name} (run {worktrees.run_id})" if not wip else
+               f"agentfile: work in progress of {target.name} ({status}, "
+               f"run {worktrees.run_id})")
+    try:
+        git.commit_all(git.root, message,
+                       exclude=[*target.definition.copy_files, *workspace.foreign])
+        tip = git.rev(workspace.detail)
+        workspace.diff = git.diff(workspace.base, tip) if tip != workspace.base else ""
+    finally:
+        git.restore_checkout(worktrees.start_branch or worktrees.start_commit)
+    return WorktreeWork(workspace.detail, workspace.base, committed=tip != workspace.base,
+                        wip=wip)
