@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="merge nothing: every worktree target's branch stays for review")
     build.add_argument("--keep-worktrees", action="store_true",
                        help="leave each target's worktree in place after it ends")
+    build.add_argument("--max-memory", metavar="P%",
+                       help="start nothing while memory in use is at or above P%%")
+    build.add_argument("--max-load", type=float, metavar="L",
+                       help="start nothing while the load average is at or above L")
 
     check = sub.add_parser("check", help="load and validate the manifest; exit 0 or 2")
     _manifest_options(check)
@@ -145,7 +149,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
-            keep_worktrees=args.keep_worktrees))
+            keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
+            max_load=args.max_load))
     if name == "check":
         return commands.check(file=args.file, as_json=args.json)
     if name == "list":

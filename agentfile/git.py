@@ -119,7 +119,10 @@ class Git:
         """A new worktree at `path` on a new branch `branch` starting at `at`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         with _LOCK:
-            self.cmd.worktree("add", "-q", "-b", branch, str(path), at)
+            if self.branch_exists(branch):  # queued again: carry on from its own work
+                self.cmd.worktree("add", "-q", str(path), branch)
+            else:
+                self.cmd.worktree("add", "-q", "-b", branch, str(path), at)
 
     def remove_worktree(self, path: Path) -> None:
         with _LOCK:

@@ -109,6 +109,16 @@ def reap_zombies(leaders: set[int]) -> None:
                 os.waitpid(child.pid, os.WNOHANG)
 
 
+def _snapshot(shared: dict[int, float]) -> dict[int, float]:
+    """A copy of a map another thread (the monitor) may be adding to."""
+    for _ in range(5):
+        try:
+            return dict(shared)
+        except RuntimeError:  # changed size during the copy
+            time.sleep(0.001)
+    return {}
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -162,12 +172,14 @@ TAIL_LINES = 40
 def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = None,
         watch: Callable[[], str | None] | None = None,
         cancel: threading.Event | None = None,
-        on_start: Callable[[int], None] | None = None) -> Outcome:
+        on_start: Callable[[int], None] | None = None,
+        known: dict[int, float] | None = None) -> Outcome:
     """Run to completion, streaming output into `log` line by line (flushed as it comes).
 
     The process tree is stopped when the deadline passes ("timeout"), when `watch` returns a
     reason, or when `cancel` is set ("interrupted"); after a normal exit, whatever the leader
-    left running in its group is stopped too.
+    left running in its group is stopped too. `known` is filled by whoever samples the tree
+    (the monitor) with every member it saw, so members that escaped are stopped as well.
     """
     shell = isinstance(launch.command, str)
     started = time.monotonic()
@@ -181,11 +193,11 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
         )
         if on_start is not None:
             on_start(proc.pid)
-        known: dict[int, float] = {}
+        seen = known if known is not None else {}
         tail: list[str] = []
         pump = _Pump(proc, sink, tail, on_line)
-        stopped = pump.until_exit(known, launch.deadline, watch, cancel)
-        known.update(adopted(launch.tag))
+        stopped = pump.until_exit(launch.deadline, watch, cancel)
+        known = {**_snapshot(seen), **adopted(launch.tag)}
         if stopped is not None or known or _group_alive(proc.pid):
             stop_tree(proc.pid, grace=GRACE_SECONDS if stopped else 0.2, known=known,
                       leader=proc)
@@ -210,12 +222,11 @@ class _Pump:
         self.partial = b""
         self.eof = False
 
-    def until_exit(self, known: dict[int, float], deadline: float | None,
+    def until_exit(self, deadline: float | None,
                    watch: Callable[[], str | None] | None,
                    cancel: threading.Event | None) -> str | None:
         """Pump until the leader has exited and the pipe is closed (or nearly); a reason to
         stop it early is returned instead."""
-        # Most targets end within 100 ms: sampling the tree (a /proc scan) waits until then.
         next_check = time.monotonic() + 0.1
         exited_at: float | None = None
         with selectors.DefaultSelector() as selector:
@@ -238,9 +249,6 @@ class _Pump:
                     return "timeout"
                 if now >= next_check:
                     next_check = now + 0.1
-                    for member in tree(self.proc.pid)[1:]:
-                        with contextlib.suppress(psutil.Error):
-                            known.setdefault(member.pid, member.create_time())
                     reason = watch() if watch is not None else None
                     if reason is not None:
                         return reason

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
 from agentfile import process
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Usage
@@ -69,6 +67,7 @@ class TargetResult:
     diff: str = ""
     detail: str | None = None
     work: WorktreeWork | None = None  # a worktree target's branch, to merge
+    suspended_s: float = 0.0  # time spent stopped by the throttle under memory pressure
 
     @property
     def cost_usd(self) -> float:
@@ -100,6 +99,7 @@ class Job:
     dep_diffs: Mapping[str, str]
     cancel: threading.Event  # set by the scheduler: interrupted, or the build's budget is spent
     progress: Progress
+    known: dict[int, float] = field(default_factory=dict)  # tree members seen by the monitor
     budget_usd_left: Callable[[], float | None] = lambda: None
     tag: str = ""
 
@@ -170,28 +170,16 @@ def compose_prompt(job: Job, values: Mapping[str, str], failure: str | None) -> 
 
 
 class Sampler:
-    """Samples a running tree about ten times a second: memory, CPU, usage, budgets."""
+    """Asked ten times a second while a target runs: its usage so far, and whether it is
+    over a budget (memory as measured by the monitor, dollars and tokens as reported)."""
 
     def __init__(self, job: Job, usage: Usage) -> None:
         self.job = job
         self.usage = usage
         self.usage_mtime = 0.0
-        self.cpu: dict[int, float] = {}
 
     def __call__(self) -> str | None:
         job, progress = self.job, self.job.progress
-        if progress.pid is not None:
-            rss = 0
-            for member in process.tree(progress.pid):
-                try:
-                    rss += member.memory_info().rss
-                    times = member.cpu_times()
-                    self.cpu[member.pid] = times.user + times.system
-                except psutil.Error:
-                    continue
-            progress.rss_bytes = rss
-            progress.peak_rss_bytes = max(progress.peak_rss_bytes, rss)
-            progress.cpu_s = sum(self.cpu.values())
         if job.agent is not None:
             self.read_usage()
         budget = job.budget
@@ -302,7 +290,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     sampler = Sampler(job, usage)
     outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
                           log=job.log, on_line=on_line, watch=sampler,
-                          cancel=job.cancel, on_start=on_start)
+                          cancel=job.cancel, on_start=on_start, known=job.known)
     progress.pid = None
     if agent is not None:
         sampler.read_usage()  # the last word, written just before it exited
@@ -339,7 +327,7 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
     command = substitute(job.target.definition.verify, shell_values(values))
     _log_header(job.log, None, command, label="verify")
     outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
-                          log=job.log, cancel=job.cancel)
+                          log=job.log, cancel=job.cancel, known=job.known)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
 

@@ -30,8 +30,10 @@ from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, DirRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult, run_target
 from agentfile.state import OutcomeRow, Store
+from agentfile.throttle import Limits, Monitor
 
 TICK_SECONDS = 0.1
+PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
 
 
 @dataclass
@@ -48,6 +50,7 @@ class BuildRequest:
     budget_time: float | None = None
     worktrees: Worktrees | None = None  # set when a selected target is isolated in one
     no_merge: bool = False  # --no-merge: every branch stays for review
+    limits: Limits = field(default_factory=Limits)  # throttle, --max-memory, --max-load
 
 
 @dataclass
@@ -110,6 +113,9 @@ class Scheduler:
         self.agent_use: dict[str, int] = {}
         self.interrupted = threading.Event()
         self.spent = 0.0
+        self.monitor = Monitor(request.limits)
+        self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
+        self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         self.main_git = request.worktrees.git if request.worktrees else _git_or_none(
             self.loaded.root)
 
@@ -137,6 +143,15 @@ class Scheduler:
 
     def run(self) -> BuildOutcome:
         self.outcome.started = time.time()
+        self.monitor.start()
+        try:
+            self._loop()
+        finally:
+            self.monitor.close()
+        self.outcome.finished = time.time()
+        return self.outcome
+
+    def _loop(self) -> None:
         self.emit("build_started", targets=len(self.names), jobs=self.request.jobs,
                   requested=list(self.names))
         for name in [n for n in self.names if not self.waiting[n]]:
@@ -149,6 +164,7 @@ class Scheduler:
                 self.outcome.stopped = "interrupted"
                 for running in self.running.values():
                     running.job.cancel.set()
+            self._relieve_pressure()
             self._start_what_fits()
             if not self.running:
                 break
@@ -157,8 +173,6 @@ class Scheduler:
             if name not in self.outcome.statuses:
                 self._finish(name, "blocked" if self.outcome.stopped != "interrupted"
                              else "interrupted", detail=f"not started: {self.outcome.stopped}")
-        self.outcome.finished = time.time()
-        return self.outcome
 
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM (from a signal handler): the loop stops everything on its
@@ -239,7 +253,48 @@ class Scheduler:
         if agent is not None and agent_name is not None and agent.max_parallel is not None \
                 and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
             return f"agent {agent_name} at max_parallel"
-        return self._checkout_conflict(target)
+        return self._checkout_conflict(target) or self._throttle(target)
+
+    def _throttle(self, target: ConcreteTarget) -> str | None:
+        """Hold a start while measurements say the machine cannot take it (SPEC 9); with
+        nothing running, start it anyway, alone, so a build never deadlocks."""
+        budget = target.definition.budget
+        reserve = budget.memory if budget is not None and budget.memory else 0
+        if not reserve and not self.request.limits.active:
+            return None
+        reason = self.monitor.hold_reason(reserve)
+        if reason is None:
+            self.held.pop(target.name, None)
+            return None
+        if not self.running:
+            self.emit("throttled", target=target.name, reason=reason,
+                      action="started alone: it can never fit beside others")
+            return None
+        if self.held.get(target.name) != reason:
+            self.held[target.name] = reason
+            self.emit("throttled", target=target.name, reason=reason, action="held")
+        return f"throttled: {reason}"
+
+    def _relieve_pressure(self) -> None:
+        """Memory above the limit while targets run: suspend the youngest; resume when it
+        falls; stop and queue again one that stays suspended too long."""
+        monitor = self.monitor
+        if monitor.under_pressure():
+            name = monitor.suspend_youngest()
+            if name is not None:
+                self.emit("throttled", target=name, action="suspended",
+                          reason=f"memory in use {monitor.machine.memory_percent:.0f}%")
+            for name, seconds in monitor.suspended_for().items():
+                if seconds >= PRESSURE_REQUEUE_SECONDS and name not in self.requeued:
+                    self.requeued.add(name)
+                    self.running[name].job.cancel.set()
+                    self.emit("throttled", target=name, action="stopped and queued again",
+                              reason=f"pressure lasted {seconds:.0f}s")
+        elif monitor.pressure_relieved():
+            name = monitor.resume_oldest_suspended()
+            if name is not None:
+                self.emit("throttled", target=name, action="resumed",
+                          reason=f"memory in use {monitor.machine.memory_percent:.0f}%")
 
     def _checkout_conflict(self, target: ConcreteTarget) -> str | None:
         """Targets sharing the main checkout: a branch target has it alone (it switches the
@@ -279,6 +334,8 @@ class Scheduler:
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}",
         )
+        reserved = budget.memory if budget is not None and budget.memory else 0
+        job.known = self.monitor.track(name, job.progress, reserved).known
         thread = threading.Thread(target=self._work, args=(job,), name=f"target {name}",
                                   daemon=True)
         self.running[name] = Running(target, job, thread, time.time(), agent_name)
@@ -379,6 +436,15 @@ class Scheduler:
             self.locks.pop(lock, None)
         if running.agent_name is not None:
             self.agent_use[running.agent_name] -= 1
+        tree = self.monitor.untrack(name)
+        if name in self.requeued and not self.interrupted.is_set():
+            # Stopped for the machine's sake, not its own: not an attempt, start it again.
+            self.requeued.discard(name)
+            key = g.start_key(running.target, self.remaining.get(name, 0.0))
+            heapq.heappush(self.ready, (key, name))
+            return
+        if tree is not None:
+            result.suspended_s = tree.suspended_s
         status = result.status
         if status == "interrupted" and not self.interrupted.is_set() and \
                 self.outcome.stopped == "budget":
@@ -430,6 +496,7 @@ class Scheduler:
                   cost_usd=round(result.cost_usd, 6) if result else 0.0,
                   tokens=result.tokens if result else 0, peak_rss_bytes=peak,
                   cpu_s=round(cpu, 3) if cpu is not None else None,
+                  suspended_s=round(result.suspended_s, 3) if result else 0.0,
                   detail=_first_line(detail) if status not in SUCCESS else None)
         for child in self.dependents.get(name, []):
             self.waiting[child] -= 1

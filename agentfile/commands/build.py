@@ -28,9 +28,11 @@ from agentfile.git import Git
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
+from agentfile.quantities import parse_percent
 from agentfile.runlock import build_lock
 from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler, agent_definition
 from agentfile.state import Store, open_store
+from agentfile.throttle import Limits
 
 
 @dataclass
@@ -45,6 +47,8 @@ class BuildOptions:
     budget: str | None = None
     no_merge: bool = False
     keep_worktrees: bool = False
+    max_memory: str | None = None
+    max_load: float | None = None
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
@@ -62,6 +66,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         budget_usd=_budget_usd(loaded, options.budget),
         budget_time=(loaded.manifest.options.budget.time
                      if loaded.manifest.options.budget else None),
+        limits=_limits(loaded, options),
     )
     if options.dry_run:
         return _dry_run(request, layout, as_json=options.as_json)
@@ -99,6 +104,21 @@ def _budget_usd(loaded: LoadedManifest, flag: str | None) -> float | None:
             raise UsageError(f"--budget {flag!r} is not an amount of money (e.g. $5)") from None
     budget = loaded.manifest.options.budget
     return budget.usd if budget else None
+
+
+def _limits(loaded: LoadedManifest, options: BuildOptions) -> Limits:
+    """`options.throttle`, with --max-memory and --max-load on top."""
+    throttle = loaded.manifest.options.throttle
+    memory = throttle.memory if throttle else None
+    if options.max_memory is not None:
+        try:
+            memory = parse_percent(options.max_memory if options.max_memory.endswith("%")
+                                   else options.max_memory + "%")
+        except ValueError as err:
+            raise UsageError(f"--max-memory: {err}") from None
+    load = options.max_load if options.max_load is not None else (
+        throttle.load if throttle else None)
+    return Limits(memory_percent=memory, load=load, free=throttle.free if throttle else None)
 
 
 def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
