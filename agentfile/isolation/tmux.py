@@ -126,9 +126,13 @@ class TmuxSession:
                 raise TmuxError(f"tmux session {self.name} is still there after kill-session"
                                 f" ({' '.join(result.stderr)})")
             time.sleep(0.02)
-        for pid, created in panes.items():
-            if _same_process(pid, created):
-                process.stop_tree(pid, grace=1.0)
+        # The hang-up reaches pane processes asynchronously: give them a moment first.
+        deadline = time.monotonic() + 0.5
+        while (alive := {pid: created for pid, created in panes.items()
+                         if _same_process(pid, created)}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in alive:
+            process.stop_tree(pid, grace=1.0)
         return True
 
     def _pane_processes(self) -> dict[int, float]:
@@ -189,8 +193,8 @@ def _stragglers(pgid: int, tag: str, since: float, known: dict[int, float]) -> d
 
 
 def _launcher(launch: process.Launch, cwd: Path, *, gate: Path, out: Path) -> str:
-    """The pane's script. It sends all output to the `out` fifo (which agentfile reads into
-    the log and copies to the pane), waits at the gate until the window is set up, enters
+    """The pane's script. It sends all output to the `out` fifo (agentfile reads it into the
+    log and copies it to the pane), waits at the gate until the window is set up, enters
     `cwd`, sets exactly the target's environment (the pane starts under `env -i`), and execs
     the command: the pane's process is the command's own, and tmux reports its exact exit
     status or signal."""
@@ -199,8 +203,11 @@ def _launcher(launch: process.Launch, cwd: Path, *, gate: Path, out: Path) -> st
     lines = [
         "#!/bin/sh",
         "# Written by agentfile to run one target in this tmux pane; removed once started.",
-        f"exec </dev/null >{q(str(out))} 2>&1",
+        f"exec >{q(str(out))} 2>&1",
         f": <{q(str(gate))} || exit 125",
+        # Only now: until agentfile holds the terminal open too, stdin keeps it from closing
+        # (tmux ends a pane whose terminal no process holds).
+        "exec </dev/null",
         # -P: PWD as process.run's shell finds it (physical), not as spelt.
         f"cd -P -- {q(str(cwd))} || exit 126",
         "unset OLDPWD",  # set by cd, but not part of the target's environment
@@ -421,8 +428,9 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
         except psutil.Error:
             pane_created = 0.0
         ended = _Exit(pid, pane_created)
-        with contextlib.suppress(OSError):
-            stream.mirror = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+        # Besides showing the output, this keeps the pane's terminal open once the command's
+        # stdin, stdout and stderr no longer are.
+        stream.mirror = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
         if on_start is not None:
             on_start(pid)
         _open_gate(gate, ended)

@@ -37,8 +37,12 @@ def _walk(path: str, node: yaml.Node, key: KeyPath, spans: SpanTable,
             _walk(path, item, (*key, index), spans, problems)
 
 
+# libyaml's loader where PyYAML was built with it: ten times faster, same positions.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         spans: SpanTable = {}

@@ -6,6 +6,7 @@ together as one ManifestError. Nothing after this module sees raw text.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,18 @@ def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
 
 def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManifest:
     """Load a manifest completely; raise ManifestError with every problem found."""
+    # Loading builds many small objects that all live on: the cyclic garbage collector
+    # would scan them again and again (a third of the time at 10k targets) for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load(path, environ)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:
     path = path.resolve()
     source = read_with_includes(path)
     doc, spans, problems = source.doc, source.spans, source.problems

@@ -84,12 +84,13 @@ class _Indenter(Indenter):
 
 
 def _span_of(path: str, children: list[Any]) -> Span:
-    """The span from the first to the last of the children (nodes or tokens)."""
-    spans = [c.span for c in children if hasattr(c, "span")]
-    spans += [_token_span(path, c) for c in children if isinstance(c, Token)]
-    first = min(spans, key=lambda sp: (sp.line, sp.column))
-    last = max(spans, key=lambda sp: (sp.end_line or 0, sp.end_column or 0))
-    return Span(path, first.line, first.column, last.end_line, last.end_column)
+    """The span from the first to the last of the children (nodes or tokens), which the
+    parser hands over in source order."""
+    placed = [c for c in children if isinstance(c, Token) or hasattr(c, "span")]
+    first, last = placed[0], placed[-1]
+    start = _token_span(path, first) if isinstance(first, Token) else first.span
+    end = _token_span(path, last) if isinstance(last, Token) else last.span
+    return Span(path, start.line, start.column, end.end_line, end.end_column)
 
 
 def _token_span(path: str, tok: Token) -> Span:
@@ -238,7 +239,7 @@ def _parser() -> tuple[Lark, _Builder]:
         _grammar(),
         parser="lalr",
         postlex=_Indenter(),
-        propagate_positions=True,
+        propagate_positions=False,  # the builder makes its own spans from the tokens
         maybe_placeholders=True,
         transformer=builder,
     )
@@ -303,20 +304,24 @@ def _run(source: str, path: str) -> s.Document:
     return tree
 
 
+_TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
+
+
 def _prescan(text: str, path: str) -> list[Problem]:
     """Problems a parser would report badly: tabs in indentation and control characters."""
+    if not _TAB_INDENT.search(text) and not _CONTROL.search(text):
+        return []  # the common case, in one pass of two regular expressions
     problems: list[Problem] = []
     for number, line in enumerate(text.split("\n"), start=1):
-        stripped = line.lstrip(" ")
-        if stripped.startswith("\t"):
-            column = len(line) - len(stripped) + 1
-            problems.append(Problem(Span(path, number, column),
+        tab = _TAB_INDENT.match(line)
+        if tab:
+            problems.append(Problem(Span(path, number, tab.end()),
                                     "tab in indentation; indent with spaces"))
-        for column, char in enumerate(line, start=1):
-            if char not in "\t\r" and (ord(char) < 32 or ord(char) == 127 or char == "\ufeff"):
-                problems.append(Problem(Span(path, number, column),
-                                        f"unexpected control character U+{ord(char):04X}"))
-                break
+        bad = _CONTROL.search(line)
+        if bad:
+            problems.append(Problem(Span(path, number, bad.start() + 1),
+                                    f"unexpected control character U+{ord(bad.group()):04X}"))
     return problems
 
 

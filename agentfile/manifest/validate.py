@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from pydantic import ValidationError
 
 from agentfile import quantities as q
@@ -61,6 +62,13 @@ def schema_text() -> str:
 
 
 @functools.cache
+def _fast_validator() -> Any:
+    """jsonschema-rs: the same schema, checked in Rust; the Python validator only runs to
+    explain a document this one rejected."""
+    return jsonschema_rs.validator_for(schema_document())
+
+
+@functools.cache
 def _validator() -> jsonschema.protocols.Validator:
     schema = schema_document()
     cls = jsonschema.validators.validator_for(schema)
@@ -70,7 +78,7 @@ def _validator() -> jsonschema.protocols.Validator:
 def validate(doc: dict[str, Any], spans: SpanTable) -> tuple[Manifest | None, list[Problem]]:
     """Schema first, then the model; every problem found, or the model."""
     data = {k: v for k, v in doc.items() if k != "$schema"}
-    problems = [
+    problems = [] if _fast_validator().is_valid(data) else [
         Problem(span_for(spans, _where(leaf)), _schema_message(leaf))
         for err in _validator().iter_errors(data)
         for leaf in _leaf_errors(err)

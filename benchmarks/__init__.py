@@ -1,0 +1,1 @@
+"""Benchmarks of agentfile (see benchmarks/README.md); not part of the installed package."""
