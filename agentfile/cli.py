@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="merge nothing: every worktree target's branch stays for review")
     build.add_argument("--keep-worktrees", action="store_true",
                        help="leave each target's worktree in place after it ends")
+    build.add_argument("--tmux", action="store_true",
+                       help="run every target in a window of the build's tmux session")
     build.add_argument("--max-memory", metavar="P%",
                        help="start nothing while memory in use is at or above P%%")
     build.add_argument("--max-load", type=float, metavar="L",
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", nargs="?", metavar="RUN")
     report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
 
+    attach = sub.add_parser("attach", help="attach to the tmux session of the running build")
+    _manifest_options(attach)
+
     clean = sub.add_parser("clean", help="remove the worktrees, branches and tmux sessions "
                            "agentfile made (never unmerged work without --force)")
     _manifest_options(clean)
@@ -150,7 +155,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
             keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
-            max_load=args.max_load))
+            max_load=args.max_load, tmux=args.tmux))
     if name == "check":
         return commands.check(file=args.file, as_json=args.json)
     if name == "list":
@@ -173,6 +178,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.status(file=args.file, as_json=args.json, watch=args.watch)
     if name == "report":
         return commands.report(file=args.file, run=args.run, html=args.html)
+    if name == "attach":
+        return commands.attach(file=args.file)
     if name == "clean":
         return commands.clean(file=args.file, run=args.run, every=args.every,
                               dry_run=args.dry_run, force=args.force)

@@ -19,6 +19,7 @@ from agentfile import process
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Usage
 from agentfile.isolation.base import Workspace
+from agentfile.isolation.tmux import TmuxSession, run_in_pane
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute
 from agentfile.manifest.model import Agent, Budget, FileRef
@@ -100,6 +101,7 @@ class Job:
     cancel: threading.Event  # set by the scheduler: interrupted, or the build's budget is spent
     progress: Progress
     known: dict[int, float] = field(default_factory=dict)  # tree members seen by the monitor
+    terminal: TmuxSession | None = None  # run in a window of this tmux session
     budget_usd_left: Callable[[], float | None] = lambda: None
     tag: str = ""
 
@@ -288,9 +290,14 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
 
     _log_header(job.log, number, command)
     sampler = Sampler(job, usage)
-    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
-                          log=job.log, on_line=on_line, watch=sampler,
-                          cancel=job.cancel, on_start=on_start, known=job.known)
+    launch = process.Launch(command, workspace.path, env, deadline, job.tag)
+    if job.terminal is not None:
+        outcome = run_in_pane(job.terminal, job.target.name, launch, log=job.log,
+                              on_line=on_line, watch=sampler, cancel=job.cancel,
+                              on_start=on_start)
+    else:
+        outcome = process.run(launch, log=job.log, on_line=on_line, watch=sampler,
+                              cancel=job.cancel, on_start=on_start, known=job.known)
     progress.pid = None
     if agent is not None:
         sampler.read_usage()  # the last word, written just before it exited

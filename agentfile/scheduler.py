@@ -23,6 +23,7 @@ from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
 from agentfile.git import Git
 from agentfile.isolation import branch, directory, none_workspace
+from agentfile.isolation.tmux import TmuxSession
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
@@ -51,6 +52,8 @@ class BuildRequest:
     worktrees: Worktrees | None = None  # set when a selected target is isolated in one
     no_merge: bool = False  # --no-merge: every branch stays for review
     limits: Limits = field(default_factory=Limits)  # throttle, --max-memory, --max-load
+    terminal: TmuxSession | None = None  # the build's tmux session, when one is used
+    all_in_tmux: bool = False  # --tmux
 
 
 @dataclass
@@ -334,6 +337,9 @@ class Scheduler:
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}",
         )
+        if self.request.terminal is not None and (
+                self.request.all_in_tmux or target.definition.terminal == "tmux"):
+            job.terminal = self.request.terminal
         reserved = budget.memory if budget is not None and budget.memory else 0
         job.known = self.monitor.track(name, job.progress, reserved).known
         thread = threading.Thread(target=self._work, args=(job,), name=f"target {name}",

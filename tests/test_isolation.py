@@ -1,15 +1,17 @@
-"""Isolation in git worktrees: parallel work, ordered merges, conflicts, nothing lost."""
+"""Isolation: worktrees, branches, directories and tmux; ordered merges; nothing lost."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Run, git, wait_for_descendants
 
 SHELL_AGENT = '''\
@@ -210,3 +212,44 @@ def test_clean_removes_only_what_is_safe(repo: Path, agentfile_cli: Run) -> None
     git(repo, "branch", "agentfile/not-ours")  # made by hand: never touched
     agentfile_cli("clean", "--all", "--force", cwd=repo)
     assert "agentfile/not-ours" in branches(repo)
+
+
+def _sessions() -> list[str]:
+    found = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
+                           capture_output=True, text=True)
+    return found.stdout.split() if found.returncode == 0 else []
+
+
+def _session_of(repo: Path) -> list[str]:
+    return [s for s in _sessions() if s.startswith(f"agentfile-{repo.name}-")]
+
+
+@pytest.mark.parametrize("ending", ["success", "failure", "timeout", "sigint"])
+def test_tmux_session_lives_exactly_as_long_as_the_build(repo: Path, ending: str) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    command = {"success": "echo hi; sleep 1", "failure": "echo hi; sleep 1; exit 3",
+               "timeout": "echo hi; sleep 30", "sigint": "echo hi; sleep 30"}[ending]
+    budget = "    budget = 2s\n" if ending == "timeout" else ""
+    (repo / "Agentfile").write_text(f'watched:\n    terminal = tmux\n{budget}'
+                                    f'    run = "{command}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    wait_for_descendants_or_session(repo)
+    assert len(_session_of(repo)) == 1  # present while it runs
+    if ending == "sigint":
+        proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=30)[0].decode()
+    expected = {"success": 0, "failure": 1, "timeout": 1, "sigint": 130}[ending]
+    assert proc.returncode == expected, out
+    assert _session_of(repo) == []  # and gone after, however the build ended
+    log = (_last_run(repo) / "logs" / "watched.log").read_text()
+    assert "hi" in log
+
+
+def wait_for_descendants_or_session(repo: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not _session_of(repo):
+        time.sleep(0.05)
+    time.sleep(0.3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from agentfile.errors import (
 from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
 from agentfile.git import Git
+from agentfile.isolation import tmux
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
@@ -49,6 +51,7 @@ class BuildOptions:
     keep_worktrees: bool = False
     max_memory: str | None = None
     max_load: float | None = None
+    tmux: bool = False
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
@@ -79,9 +82,37 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                    and loaded.graph.targets[n].kind != "group" for n in names):
                 request.worktrees = _begin_worktrees(layout, store, run_id, options)
             request.no_merge = options.no_merge
-            return _run(request, layout, store, run_id, as_json=options.as_json)
+            request.all_in_tmux = options.tmux
+            with _terminal(request, layout, store, run_id):
+                return _run(request, layout, store, run_id, as_json=options.as_json)
         finally:
             store.close()
+
+
+@contextmanager
+def _terminal(request: BuildRequest, layout: Layout, store: Store,
+              run_id: str) -> Iterator[None]:
+    """The build's tmux session, when a target runs in one: recorded before it exists, and
+    killed (and its removal checked) at the end of the build, however it ends."""
+    loaded = request.loaded
+    wanted = request.all_in_tmux or any(
+        loaded.graph.targets[n].definition.terminal == "tmux" for n in request.names)
+    if not wanted:
+        yield
+        return
+    if shutil.which("tmux") is None:
+        raise UsageError("terminal = tmux (or --tmux) needs tmux installed")
+    name = tmux.session_name(layout.root)
+    store.record_resource(run_id, "tmux", name, None)
+    session = tmux.TmuxSession.create(name)
+    request.terminal = session
+    print(f"agentfile: targets run in tmux session {name} (agentfile attach to watch)",
+          file=sys.stderr)
+    try:
+        yield
+    finally:
+        session.kill()
+        store.resource_removed("tmux", name)
 
 
 def _begin_worktrees(layout: Layout, store: Store, run_id: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,3 +148,24 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def attach(*, file: str | None) -> int:
+    """Attach this terminal to the running build's tmux session (replaces this process)."""
+    layout = layout_for(file)
+    live = holder(layout.lock_file)
+    if not live:
+        raise UsageError("no build is running in this repository")
+    store = read_store(layout)
+    try:
+        sessions = [r["name"] for r in store.resources(run_id=str(live.get("run")))
+                    if r["kind"] == "tmux"]
+    finally:
+        store.close()
+    if not sessions:
+        raise UsageError(f"build {live.get('run')} runs no target in tmux "
+                         "(use `terminal = tmux` on a target, or `agentfile build --tmux`)")
+    if not sys.stdin.isatty():
+        print(sessions[0])  # not a terminal: say which session, for `tmux attach -t`
+        return EXIT_OK
+    os.execvp("tmux", ["tmux", "attach-session", "-t", f"={sessions[0]}"])
