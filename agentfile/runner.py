@@ -253,6 +253,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     agent = job.agent
     message: str | None = None
     extra_env: dict[str, str] = {}
+    unset: tuple[str, ...] = ()
     line_parser: Callable[[str], None] | None = None
     if agent is not None:
         chosen = provider(agent.provider)
@@ -264,13 +265,14 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         job.usage_file.unlink(missing_ok=True)
         request = AgentRequest(job.target.name, job.run_id, agent, workspace.path,
                                job.prompt_file, job.result_file, job.usage_file, number,
-                               shell_values(values), session, job.budget_usd_left())
+                               shell_values(values), session, _money_left(job))
         planned = chosen.command(request)
         command: str | list[str] = planned.command
         extra_env = dict(planned.env)
+        unset = planned.unset
 
         def parse(line: str) -> None:
-            chosen.parse_line(line, usage)
+            chosen.parse_line(line, usage, request)
             progress.cost_usd = usage.priced(agent)
 
         line_parser = parse
@@ -278,6 +280,8 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         assert definition.run is not None
         command = substitute(definition.run, shell_values(values))
     env = environment(job, workspace, extra_env)
+    for name in unset:
+        env.pop(name, None)
 
     def on_line(line: str) -> None:
         if line.strip():
@@ -307,8 +311,9 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         verdict = provider(agent.provider).verdict(request, outcome.exit_code, outcome.tail)
         message = verdict.message
         session_out = verdict.session or session
-        if status == "succeeded" and not verdict.ok:
-            status, error = "failed", verdict.error or "the agent reported a failure"
+        if status in ("succeeded", "failed") and not verdict.ok:
+            status = verdict.status or "failed"
+            error = verdict.error or error or "the agent reported a failure"
         if message is not None:
             job.result_file.write_text(redactor().text(message), encoding="utf-8")
     if status == "succeeded" and definition.verify:
@@ -317,6 +322,16 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
                    cost_usd=progress.cost_usd, tokens=usage.tokens,
                    peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
                    session=session_out, error=error), message
+
+
+def _money_left(job: Job) -> float | None:
+    """What this attempt may still spend: the target's own cap and the build's, whichever is
+    lower (passed on to CLIs that have their own cap, like --max-budget-usd)."""
+    caps = [job.budget.usd] if job.budget is not None and job.budget.usd is not None else []
+    build = job.budget_usd_left()
+    if build is not None:
+        caps.append(build)
+    return min(caps) if caps else None
 
 
 def _status(outcome: process.Outcome) -> tuple[str, str | None]:

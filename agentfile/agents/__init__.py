@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from agentfile.agents.base import Provider
+from agentfile.agents.claude import ClaudeProvider
 from agentfile.agents.command import CommandProvider
 from agentfile.errors import UsageError
 
-_PROVIDERS: dict[str, Provider] = {"command": CommandProvider()}
+_PROVIDERS: dict[str, Provider] = {"command": CommandProvider(), "claude": ClaudeProvider()}
 
 
 def provider(name: str) -> Provider:

@@ -69,6 +69,7 @@ class AgentVerdict:
     message: str | None = None  # the agent's final message
     error: str | None = None  # why it failed, for the log and the next attempt's prompt
     session: str | None = None
+    status: str | None = None  # a more precise status than "failed" (e.g. "over-budget")
 
 
 class Provider(Protocol):
@@ -76,7 +77,7 @@ class Provider(Protocol):
 
     def command(self, request: AgentRequest) -> AgentCommand: ...
 
-    def parse_line(self, line: str, usage: Usage) -> None:
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         """Read one line of the CLI's output while it runs (usage, session, result)."""
 
     def verdict(self, request: AgentRequest, exit_code: int | None,

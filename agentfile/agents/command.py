@@ -19,7 +19,7 @@ class CommandProvider:
         assert request.agent.command is not None  # checked when the manifest is loaded
         return AgentCommand(substitute(request.agent.command, request.placeholders))
 
-    def parse_line(self, line: str, usage: Usage) -> None:
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         return None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,

@@ -103,9 +103,17 @@ class TmuxSession:
         hint = (f"agentfile: session {name}. Each running target has its own window: "
                 "prefix w to choose one, prefix n for the next, prefix d to detach.")
         placeholder = f"printf '%s\\n' {shlex.quote(hint)}; exec tail -f /dev/null"
-        with _not_subreaper():
-            _check(session.server.cmd("new-session", "-d", "-s", name, "-n", PLACEHOLDER_WINDOW,
-                                      "/bin/sh", "-c", placeholder), "new-session")
+        for attempt in range(5):
+            with _not_subreaper():
+                result = session.server.cmd("new-session", "-d", "-s", name,
+                                            "-n", PLACEHOLDER_WINDOW, "/bin/sh", "-c", placeholder)
+            # A server whose last session was just killed is still exiting: a client reaching
+            # it then fails; the next one starts a new server.
+            if result.returncode == 0 or attempt == 4 or not any(
+                    "server exited" in line or "lost server" in line for line in result.stderr):
+                break
+            time.sleep(0.05 * (attempt + 1))
+        _check(result, "new-session")
         # A user's `destroy-unattached on` would end a session nobody is attached to.
         session.server.cmd("set-option", "-t", session.target, "destroy-unattached", "off")
         return session

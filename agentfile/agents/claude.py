@@ -1,0 +1,119 @@
+"""The `claude` provider: Claude Code, headless (`claude -p … --output-format stream-json`).
+
+Read from the CLI's own events (observed with Claude Code 2.1 against a stand-in API):
+`system/init` names the session; the final `result` event carries `is_error`, the final
+message, `total_cost_usd` and `usage`. Success is exit 0 *and* `is_error: false`: the CLI
+exits 1 on an API error with `subtype: "success"`, and exits 0 when permissions denied a tool.
+`total_cost_usd` adds up over every run of a resumed session, so one invocation's cost is the
+sum of `model_usage_since_last_result[*].costUSD` when the CLI reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.errors import UsageError
+
+BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
+
+
+def binary() -> str:
+    found = os.environ.get(BINARY_VARIABLE) or shutil.which("claude")
+    if not found:
+        raise UsageError("the claude provider needs Claude Code: `npm install -g "
+                         f"@anthropic-ai/claude-code`, or set {BINARY_VARIABLE}")
+    return found
+
+
+class ClaudeState:
+    """What one attempt's event stream said so far."""
+
+    def __init__(self) -> None:
+        self.session: str | None = None
+        self.result: dict[str, Any] | None = None
+
+
+class ClaudeProvider:
+    name = "claude"
+
+    def __init__(self) -> None:
+        self.states: dict[str, ClaudeState] = {}
+
+    def command(self, request: AgentRequest) -> AgentCommand:
+        prompt = request.prompt_file.read_text(encoding="utf-8")
+        argv = [binary(), "-p", prompt, "--output-format", "stream-json", "--verbose",
+                "--permission-mode", "bypassPermissions"]
+        if request.agent.model:
+            argv += ["--model", request.agent.model]
+        if request.session:
+            argv += ["--resume", request.session]  # a retry carries on the conversation
+        if request.budget_usd_left is not None:
+            argv += ["--max-budget-usd", f"{max(request.budget_usd_left, 0.0):.6f}"]
+        argv += list(request.agent.args)
+        env: dict[str, str] = {}
+        if os.geteuid() == 0:
+            # Claude Code refuses bypassPermissions as root unless told it is sandboxed; an
+            # agentfile target runs unattended, in its own worktree.
+            env["IS_SANDBOX"] = "1"
+        self.states[request.result_file.as_posix()] = ClaudeState()
+        return AgentCommand(argv, env, unset=("CLAUDECODE",))
+
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+        event = _json(line)
+        if event is None:
+            return
+        state = self.states.setdefault(request.result_file.as_posix(), ClaudeState())
+        if isinstance(event.get("session_id"), str):
+            state.session = event["session_id"]
+        kind = event.get("type")
+        if kind == "assistant":
+            message = event.get("message") or {}
+            counts = message.get("usage") or {}
+            usage.input_tokens += int(counts.get("input_tokens") or 0)
+            usage.output_tokens += int(counts.get("output_tokens") or 0)
+        elif kind == "result":
+            state.result = event
+            per_run = event.get("model_usage_since_last_result")
+            if isinstance(per_run, dict) and per_run:
+                usage.cost_usd = sum(float(m.get("costUSD") or 0) for m in per_run.values())
+            elif isinstance(event.get("total_cost_usd"), int | float):
+                usage.cost_usd = float(event["total_cost_usd"])
+            usage.cost_reported = True
+            counts = event.get("usage") or {}
+            if counts.get("input_tokens") or counts.get("output_tokens"):
+                usage.input_tokens = int(counts.get("input_tokens") or 0) + int(
+                    counts.get("cache_read_input_tokens") or 0) + int(
+                    counts.get("cache_creation_input_tokens") or 0)
+                usage.output_tokens = int(counts.get("output_tokens") or 0)
+
+    def verdict(self, request: AgentRequest, exit_code: int | None,
+                tail: list[str]) -> AgentVerdict:
+        state = self.states.pop(request.result_file.as_posix(), ClaudeState())
+        result = state.result
+        if result is None:
+            return AgentVerdict(False, None, f"Claude Code ended (exit {exit_code}) without a "
+                                "result event", state.session)
+        message = result.get("result") if isinstance(result.get("result"), str) else None
+        if result.get("is_error") or exit_code != 0:
+            why = message or result.get("subtype") or f"exit {exit_code}"
+            status = None
+            if result.get("subtype") == "error_max_budget_usd":
+                why, status = "Claude Code stopped at its --max-budget-usd", "over-budget"
+            return AgentVerdict(False, message, f"Claude Code reported an error: {why}",
+                                state.session, status)
+        return AgentVerdict(True, message, None, state.session)
+
+
+def _json(line: str) -> dict[str, Any] | None:
+    text = line.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
