@@ -139,8 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from agentfile import commands
-
     if args.directory:
         try:
             os.chdir(args.directory)
@@ -148,43 +146,64 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise AgentfileError(f"cannot change to {args.directory}: {err.strerror}") from None
     name = args.command
     if name == "build":
+        from agentfile.commands.build import BuildOptions, build
+
         if args.jobs is not None and args.jobs < 1:
             raise UsageError("-j needs a number of jobs of at least 1")
-        return commands.build(file=args.file, options=commands.BuildOptions(
+        return build(file=args.file, options=BuildOptions(
             targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
             keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
             max_load=args.max_load, tmux=args.tmux))
     if name == "check":
-        return commands.check(file=args.file, as_json=args.json)
+        from agentfile.commands.check import check
+
+        return check(file=args.file, as_json=args.json)
     if name == "list":
-        return commands.list_targets(file=args.file, as_json=args.json)
+        from agentfile.commands.listing import list_targets
+
+        return list_targets(file=args.file, as_json=args.json)
     if name == "plan":
-        return commands.plan(file=args.file, targets=args.targets, jobs=args.jobs,
-                             as_json=args.json)
+        from agentfile.commands.plan import plan
+
+        return plan(file=args.file, targets=args.targets, jobs=args.jobs, as_json=args.json)
     if name == "graph":
-        return commands.graph(file=args.file, fmt=args.format)
+        from agentfile.commands.graph import graph
+
+        return graph(file=args.file, fmt=args.format)
     if name == "schema":
-        return commands.schema(output=args.output)
+        from agentfile.commands.schema import schema
+
+        return schema(output=args.output)
     if name == "convert":
-        return commands.convert(source=args.source, to=args.to, output=args.output)
-    if name == "runs":
-        return commands.runs(file=args.file, limit=args.limit, as_json=args.json)
-    if name == "logs":
-        return commands.logs(file=args.file, target=args.target, run=args.run,
-                             follow=args.follow)
-    if name == "status":
-        return commands.status(file=args.file, as_json=args.json, watch=args.watch)
+        from agentfile.commands.convert import convert
+
+        return convert(source=args.source, to=args.to, output=args.output)
+    if name in ("runs", "logs", "status", "attach"):
+        from agentfile.commands import history
+
+        if name == "runs":
+            return history.runs(file=args.file, limit=args.limit, as_json=args.json)
+        if name == "logs":
+            return history.logs(file=args.file, target=args.target, run=args.run,
+                                follow=args.follow)
+        if name == "status":
+            return history.status(file=args.file, as_json=args.json, watch=args.watch)
+        return history.attach(file=args.file)
     if name == "report":
-        return commands.report(file=args.file, run=args.run, html=args.html)
-    if name == "attach":
-        return commands.attach(file=args.file)
+        from agentfile.commands.report import report
+
+        return report(file=args.file, run=args.run, html=args.html)
     if name == "clean":
-        return commands.clean(file=args.file, run=args.run, every=args.every,
-                              dry_run=args.dry_run, force=args.force)
+        from agentfile.commands.clean import clean
+
+        return clean(file=args.file, run=args.run, every=args.every, dry_run=args.dry_run,
+                     force=args.force)
     if name == "init":
-        return commands.init(file=args.file, force=args.force)
+        from agentfile.commands.init import init
+
+        return init(file=args.file, force=args.force)
     build_parser().print_help()
     return EXIT_USAGE
 

@@ -71,7 +71,7 @@ def stop_tree(pid: int, *, grace: float = GRACE_SECONDS,
         with contextlib.suppress(psutil.Error):
             proc.terminate()
     deadline = time.monotonic() + grace
-    _, alive = psutil.wait_procs(list(members.values()), timeout=grace)
+    alive = _wait_gone(list(members.values()), grace)
     if leader is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             leader.wait(timeout=max(deadline - time.monotonic(), 0.01))
@@ -82,7 +82,7 @@ def stop_tree(pid: int, *, grace: float = GRACE_SECONDS,
         os.killpg(pid, signal.SIGKILL)
     if leader is not None:
         leader.wait()
-    psutil.wait_procs(alive, timeout=1.0)
+    _wait_gone(alive, 1.0)
 
 
 def adopted(tag: str) -> dict[int, float]:
@@ -91,11 +91,25 @@ def adopted(tag: str) -> dict[int, float]:
     found: dict[int, float] = {}
     if not tag:
         return found
-    for child in psutil.Process().children():
+    for pid in _own_children():
         with contextlib.suppress(psutil.Error):
+            child = psutil.Process(pid)
             if child.environ().get(TAG_VARIABLE) == tag:
                 found[child.pid] = child.create_time()
     return found
+
+
+def _own_children() -> list[int]:
+    """This process's children, from /proc/self/task/*/children (Linux): a few small reads
+    instead of a scan of every process on the machine, once per finished target."""
+    pids: list[int] = []
+    try:
+        for task in os.scandir("/proc/self/task"):
+            with open(f"{task.path}/children") as handle:
+                pids += [int(p) for p in handle.read().split()]
+    except OSError:
+        return [p.pid for p in psutil.Process().children()]
+    return pids
 
 
 def reap_zombies(leaders: set[int]) -> None:
@@ -107,6 +121,24 @@ def reap_zombies(leaders: set[int]) -> None:
         with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
             if child.status() == psutil.STATUS_ZOMBIE:
                 os.waitpid(child.pid, os.WNOHANG)
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE  # dead; only its parent's wait is left
+    except psutil.Error:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until the processes have ended (a zombie counts as ended, whoever its parent
+    is); those still running after `timeout`."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
 
 
 def _snapshot(shared: dict[int, float]) -> dict[int, float]:

@@ -14,16 +14,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentfile import process
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Usage
 from agentfile.isolation.base import Workspace
-from agentfile.isolation.tmux import TmuxSession, run_in_pane
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute
 from agentfile.manifest.model import Agent, Budget, FileRef
 from agentfile.secrets import redactor
+
+if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
+    from agentfile.isolation.tmux import TmuxSession
 
 FAILURE_LINES = 30
 RETRYABLE = ("failed", "timeout", "oom")
@@ -296,6 +299,8 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     sampler = Sampler(job, usage)
     launch = process.Launch(command, workspace.path, env, deadline, job.tag)
     if job.terminal is not None:
+        from agentfile.isolation.tmux import run_in_pane
+
         outcome = run_in_pane(job.terminal, job.target.name, launch, log=job.log,
                               on_line=on_line, watch=sampler, cancel=job.cancel,
                               on_start=on_start)

@@ -14,16 +14,16 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentfile import graph as g
 from agentfile.errors import UsageError
 from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
-from agentfile.git import Git
 from agentfile.isolation import branch, directory, none_workspace
-from agentfile.isolation.tmux import TmuxSession
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
@@ -32,6 +32,10 @@ from agentfile.manifest.model import Agent, DirRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult, run_target
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
+
+if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
+    from agentfile.git import Git
+    from agentfile.isolation.tmux import TmuxSession
 
 TICK_SECONDS = 0.1
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
@@ -60,7 +64,6 @@ class BuildRequest:
 class Running:
     target: ConcreteTarget
     job: Job
-    thread: threading.Thread
     started: float
     agent_name: str | None
 
@@ -117,6 +120,9 @@ class Scheduler:
         self.interrupted = threading.Event()
         self.spent = 0.0
         self.monitor = Monitor(request.limits)
+        # Workers are reused: a thread per target would cost more than a no-op target.
+        self.pool = ThreadPoolExecutor(max_workers=max(request.jobs, 1),
+                                       thread_name_prefix="agentfile-target")
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         self.main_git = request.worktrees.git if request.worktrees else _git_or_none(
@@ -151,6 +157,7 @@ class Scheduler:
             self._loop()
         finally:
             self.monitor.close()
+            self.pool.shutdown(wait=True)
         self.outcome.finished = time.time()
         return self.outcome
 
@@ -342,12 +349,10 @@ class Scheduler:
             job.terminal = self.request.terminal
         reserved = budget.memory if budget is not None and budget.memory else 0
         job.known = self.monitor.track(name, job.progress, reserved).known
-        thread = threading.Thread(target=self._work, args=(job,), name=f"target {name}",
-                                  daemon=True)
-        self.running[name] = Running(target, job, thread, time.time(), agent_name)
+        self.running[name] = Running(target, job, time.time(), agent_name)
         self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
                   isolation=describe_isolation(self.loaded.isolation_of(target)))
-        thread.start()
+        self.pool.submit(self._work, job)
 
     def _work(self, job: Job) -> None:
         """A worker thread: prepare the workspace, run every attempt, report back."""
@@ -572,6 +577,8 @@ class Scheduler:
 
 
 def _git_or_none(root: Path) -> Git | None:
+    from agentfile.git import Git
+
     try:
         return Git(root)
     except UsageError:

@@ -25,8 +25,6 @@ from agentfile.errors import (
 )
 from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
-from agentfile.git import Git
-from agentfile.isolation import tmux
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
@@ -102,6 +100,8 @@ def _terminal(request: BuildRequest, layout: Layout, store: Store,
         return
     if shutil.which("tmux") is None:
         raise UsageError("terminal = tmux (or --tmux) needs tmux installed")
+    from agentfile.isolation import tmux
+
     name = tmux.session_name(layout.root)
     store.record_resource(run_id, "tmux", name, None)
     session = tmux.TmuxSession.create(name)
@@ -117,6 +117,8 @@ def _terminal(request: BuildRequest, layout: Layout, store: Store,
 
 def _begin_worktrees(layout: Layout, store: Store, run_id: str,
                      options: BuildOptions) -> Worktrees:
+    from agentfile.git import Git
+
     worktrees = Worktrees(Git(layout.root), layout, store, run_id, keep=options.keep_worktrees)
     worktrees.begin()
     dirty = worktrees.git.dirty_files()

@@ -14,12 +14,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agentfile.git import Git
 from agentfile.isolation.base import Workspace
 from agentfile.layout import Layout, ref_safe, target_path
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.state import Store
+
+if TYPE_CHECKING:  # GitPython loads only when a build uses worktrees
+    from agentfile.git import Git
 
 
 @dataclass

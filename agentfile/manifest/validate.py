@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
 from pydantic import ValidationError
 
 from agentfile import quantities as q
+
+if TYPE_CHECKING:
+    import jsonschema
 from agentfile.errors import Problem, suggest
 from agentfile.manifest.expand import span_for
 from agentfile.manifest.lower import KeyPath, SpanTable
@@ -70,6 +72,8 @@ def _fast_validator() -> Any:
 
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
+    import jsonschema  # only to explain a rejected document: it loads in 40 ms
+
     schema = schema_document()
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
