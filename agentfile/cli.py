@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run", nargs="?", metavar="RUN")
     report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
 
+    stats = sub.add_parser("stats", help="what agents spent, from your ledger across repos")
+    stats.add_argument("--by", choices=("day", "agent", "target", "repo"), default="day")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+
     attach = sub.add_parser("attach", help="attach to the tmux session of the running build")
     _manifest_options(attach)
 
@@ -200,6 +204,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return clean(file=args.file, run=args.run, every=args.every, dry_run=args.dry_run,
                      force=args.force)
+    if name == "stats":
+        from agentfile.commands.stats import stats
+
+        return stats(by=args.by, as_json=args.json)
     if name == "init":
         from agentfile.commands.init import init
 

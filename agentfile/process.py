@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 import psutil
 
+from agentfile.secrets import redactor
+
 GRACE_SECONDS = 2.0
 TAG_VARIABLE = "AGENTFILE_PROCESS_TAG"
 _PR_SET_CHILD_SUBREAPER = 36
@@ -121,6 +123,14 @@ def reap_zombies(leaders: set[int]) -> None:
         with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
             if child.status() == psutil.STATUS_ZOMBIE:
                 os.waitpid(child.pid, os.WNOHANG)
+
+
+def _masked(data: bytes) -> bytes:
+    """Output as it goes into a log: secrets' values replaced (agentfile.secrets)."""
+    masker = redactor()
+    if masker.pattern is None:
+        return data
+    return masker.text(data.decode("utf-8", errors="replace")).encode("utf-8")
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -295,12 +305,12 @@ class _Pump:
             return
         *lines, self.partial = (self.partial + data).split(b"\n")
         if lines:
-            self.sink.write(b"\n".join(lines) + b"\n")
+            self.sink.write(_masked(b"\n".join(lines) + b"\n"))
             for raw in lines:
                 self.line(raw)
 
     def line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        text = redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))
         self.tail.append(text)
         del self.tail[:-TAIL_LINES]
         if self.on_line is not None:
@@ -315,7 +325,7 @@ class _Pump:
             if self.partial == before and not self.eof:
                 time.sleep(0.01)
         if self.partial:
-            self.sink.write(self.partial + b"\n")
+            self.sink.write(_masked(self.partial + b"\n"))
             self.line(self.partial)
             self.partial = b""
         assert self.proc.stdout is not None

@@ -28,7 +28,7 @@ from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
-from agentfile.manifest.model import Agent, DirRef, describe_isolation
+from agentfile.manifest.model import Agent, DailyBudget, DirRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult, run_target
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
@@ -36,6 +36,7 @@ from agentfile.throttle import Limits, Monitor
 if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
     from agentfile.git import Git
     from agentfile.isolation.tmux import TmuxSession
+    from agentfile.ledger import Ledger
 
 TICK_SECONDS = 0.1
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
@@ -57,6 +58,8 @@ class BuildRequest:
     no_merge: bool = False  # --no-merge: every branch stays for review
     limits: Limits = field(default_factory=Limits)  # throttle, --max-memory, --max-load
     terminal: TmuxSession | None = None  # the build's tmux session, when one is used
+    ledger: Ledger | None = None  # the user's spend across repositories (daily budget)
+    daily: DailyBudget | None = None
     all_in_tmux: bool = False  # --tmux
 
 
@@ -78,6 +81,7 @@ class BuildOutcome:
     started: float = 0.0
     finished: float = 0.0
     kept: dict[str, str] = field(default_factory=dict)  # branch -> why it stays
+    budget_refused: bool = False  # an agent target was not started: the daily budget
     conflicts: list[str] = field(default_factory=list)
 
 
@@ -125,6 +129,8 @@ class Scheduler:
                                        thread_name_prefix="agentfile-target")
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
+        self.spent_before_today = request.ledger.spent_today() if request.ledger else 0.0
+        self.daily_alerted = False
         self.main_git = request.worktrees.git if request.worktrees else _git_or_none(
             self.loaded.root)
 
@@ -237,6 +243,11 @@ class Scheduler:
             target = self.graph.targets[name]
             if target.kind == "group":
                 self._finish(name, "succeeded")
+                continue
+            if target.kind == "agent" and self._daily_spent_out():
+                self.outcome.budget_refused = True
+                self._finish(name, "over-budget", detail="the daily budget is spent "
+                             f"(${self.request.daily.usd if self.request.daily else 0:.2f})")
                 continue
             verdict = self._admit(target)
             if verdict == "wait-all":
@@ -477,6 +488,13 @@ class Scheduler:
                 peak_rss_bytes=attempt.peak_rss_bytes, cpu_s=attempt.cpu_s,
                 session=attempt.session)
         self.spent += result.cost_usd
+        if self.request.ledger is not None and running.target.kind == "agent":
+            _, agent = agent_definition(self.loaded, running.target)
+            for attempt in result.attempts:
+                self.request.ledger.record(
+                    repo=str(self.loaded.root), run=self.run_id, target=name,
+                    agent=running.agent_name, provider=agent.provider if agent else None,
+                    cost_usd=attempt.cost_usd, tokens=attempt.tokens)
         if status == "succeeded":
             self.ran.add(name)
             self.store.record_fingerprint(name, self.fingerprints[name], self.run_id)
@@ -556,7 +574,23 @@ class Scheduler:
             return None
         return max(self.request.budget_usd - self.live_spent(), 0.0)
 
+    def _daily_spent_out(self) -> bool:
+        daily = self.request.daily
+        return daily is not None and self.spent_before_today + self.live_spent() >= daily.usd
+
+    def _check_daily_alert(self) -> None:
+        daily = self.request.daily
+        if daily is None or daily.alert is None or self.daily_alerted:
+            return
+        spent = self.spent_before_today + self.live_spent()
+        if spent >= daily.usd * daily.alert / 100:
+            self.daily_alerted = True
+            self.emit("budget_warning", scope="daily", share=round(spent / daily.usd, 3),
+                      reached=f"${spent:.2f} of today's ${daily.usd:.2f} "
+                              f"(alert at {daily.alert:g}%)")
+
     def _check_budgets(self) -> None:
+        self._check_daily_alert()
         if self.outcome.stopped in ("budget", "interrupted"):
             return
         request = self.request

@@ -283,3 +283,17 @@ def print_timeline(console: Console, rows: Sequence[Mapping[str, Any]], start: f
                 cells[i] = mark
         console.print(Text(f"{row['target'][:name_width]:<{name_width}} |{''.join(cells)}|",
                            style=_STYLE.get(row["status"], "")))
+
+
+def print_stats(console: Console, rows: Sequence[Mapping[str, Any]], *, by: str,
+                today: float) -> None:
+    """`agentfile stats`: spend grouped by day, agent, target or repository."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column, justify in ((by, "left"), ("cost", "right"), ("tokens", "right"),
+                            ("attempts", "right"), ("runs", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(str(row["key"]), money(row["cost_usd"]) if row["cost_usd"] else "$0",
+                      str(row["tokens"]), str(row["attempts"]), str(row["runs"]))
+    console.print(table)
+    console.print(f"today: {money(today) if today else '$0'}")

@@ -47,6 +47,14 @@ def repo(tmp_path: Path) -> Path:
 Run = Callable[..., Result]
 
 
+@pytest.fixture(autouse=True)
+def agentfile_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own per-user ledger: tests never write to the real one."""
+    home = tmp_path / "agentfile-home"
+    monkeypatch.setenv("AGENTFILE_HOME", str(home))
+    return home
+
+
 @pytest.fixture
 def agentfile_cli() -> Run:
     """Runs the installed `agentfile` command as a user would, in a subprocess."""

@@ -31,6 +31,7 @@ from agentfile.manifest.load import LoadedManifest
 from agentfile.quantities import parse_percent
 from agentfile.runlock import build_lock
 from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler, agent_definition
+from agentfile.secrets import configure as configure_secrets
 from agentfile.state import Store, open_store
 from agentfile.throttle import Limits
 
@@ -68,6 +69,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         budget_time=(loaded.manifest.options.budget.time
                      if loaded.manifest.options.budget else None),
         limits=_limits(loaded, options),
+        daily=loaded.manifest.options.daily_budget,
     )
     if options.dry_run:
         return _dry_run(request, layout, as_json=options.as_json)
@@ -81,10 +83,28 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                 request.worktrees = _begin_worktrees(layout, store, run_id, options)
             request.no_merge = options.no_merge
             request.all_in_tmux = options.tmux
+            if any(loaded.graph.targets[n].kind == "agent" for n in names):
+                from agentfile.ledger import Ledger
+
+                request.ledger = Ledger()
+            configure_secrets(_environment_of(loaded))
             with _terminal(request, layout, store, run_id):
                 return _run(request, layout, store, run_id, as_json=options.as_json)
         finally:
             store.close()
+            if request.ledger is not None:
+                request.ledger.close()
+
+
+def _environment_of(loaded: LoadedManifest) -> dict[str, str]:
+    """Every variable a target may see: whose values are secrets to mask (SPEC: names with
+    KEY, TOKEN, SECRET or PASSWORD)."""
+    env = dict(os.environ)
+    for agent in loaded.manifest.agents.values():
+        env.update(agent.env)
+    for target in loaded.manifest.targets.values():
+        env.update(target.env)
+    return env
 
 
 @contextmanager
@@ -332,7 +352,7 @@ def _live_rows(scheduler: Scheduler) -> list[ui.LiveRow]:
 def _exit_code(outcome: BuildOutcome) -> int:
     if outcome.stopped == "interrupted":
         return EXIT_INTERRUPTED
-    if outcome.stopped == "budget":
+    if outcome.stopped == "budget" or outcome.budget_refused:
         return EXIT_BUDGET
     if all(status in SUCCESS for status in outcome.statuses.values()):
         return EXIT_OK
