@@ -128,7 +128,8 @@ class Git:
         with _LOCK:
             if path.exists():
                 self.cmd.worktree("remove", "--force", str(path))
-            self.cmd.worktree("prune")
+            else:  # removed behind git's back: forget its metadata
+                self.cmd.worktree("prune")
 
     def prune_worktrees(self) -> None:
         with _LOCK:
@@ -140,8 +141,10 @@ class Git:
         the new commit, or None if there was nothing to commit."""
         tree = git.Repo(path)
         tree.git.add("-A", "--", ".", *(f":(exclude){name}" for name in exclude))
-        if not tree.git.diff("--cached", "--name-only"):
-            return None
+        status, _, _ = tree.git.diff("--cached", "--quiet", with_extended_output=True,
+                                     with_exceptions=False)
+        if status == 0:
+            return None  # nothing staged
         with tree.git.custom_environment(**AUTHOR_ENV):
             tree.git.commit("-q", "--no-verify", "-m", message)
         return str(tree.git.rev_parse("HEAD"))

@@ -83,8 +83,9 @@ class Worktrees:
         wip = status != "succeeded"
         message = (f"agentfile: {target.name} (run {self.run_id})" if not wip else
                    f"agentfile: work in progress of {target.name} ({status}, run {self.run_id})")
-        self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
-        tip = self.git.rev(branch)
+        committed = self.git.commit_all(workspace.path, message,
+                                        exclude=target.definition.copy_files)
+        tip = committed or self.git.rev(branch)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
         if not self.keep:
             self.git.remove_worktree(workspace.path)
