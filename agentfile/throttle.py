@@ -146,13 +146,12 @@ class Monitor:
             trees = [t for t in self.trees.values() if t.progress.pid is not None]
         if not trees:
             return
-        children = _children_map()  # one scan of the process table serves every tree
         for tree in trees:
             pid = tree.progress.pid
             if pid is None:
                 continue
             rss = 0
-            for member in _descendants(pid, children):
+            for member in _descendants(pid):
                 try:
                     with member.oneshot():
                         rss += member.memory_info().rss
@@ -238,23 +237,30 @@ class Monitor:
                 member.send_signal(sig)
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid is not None:
-            children.setdefault(ppid, []).append(proc.pid)
-    return children
+def _children(pid: int) -> list[int]:
+    """A process's children from /proc/PID/task/*/children (Linux): a few small reads per
+    tree member rather than a scan of every process on the machine."""
+    found: list[int] = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+    except FileNotFoundError:
+        return []  # it has just ended
+    except OSError:
+        with contextlib.suppress(psutil.Error):
+            return [p.pid for p in psutil.Process(pid).children()]
+    return found
 
 
-def _descendants(pid: int, children: Mapping[int, list[int]]) -> list[psutil.Process]:
+def _descendants(pid: int) -> list[psutil.Process]:
     found: list[psutil.Process] = []
     stack = [pid]
     while stack:
         current = stack.pop()
         with contextlib.suppress(psutil.Error):
             found.append(psutil.Process(current))
-        stack.extend(children.get(current, []))
+        stack.extend(_children(current))
     return found
 
 
