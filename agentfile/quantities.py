@@ -7,6 +7,7 @@ user. Used by the model's validators and by the lowering of `budget = $1.50, 10m
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d))+\s*$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*(B|[KMGT]i?B|[kmgt]i?b)?\s*$"
@@ -38,7 +39,7 @@ def parse_size(text: str) -> int:
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _SIZE_UNITS):
         raise ValueError(f"'{text}' is not a size (write e.g. 512MiB, 2GiB, 1GB)")
-    return int(float(match.group(1)) * _SIZE_UNITS.get(unit, 1))
+    return _whole(float(match.group(1)) * _SIZE_UNITS.get(unit, 1), text)
 
 
 def parse_percent(text: str) -> float:
@@ -60,7 +61,13 @@ def parse_tokens(text: str) -> int:
     match = _TOKENS.fullmatch(text.strip())
     if not match:
         raise ValueError(f"'{text}' is not a token count (write e.g. 200k tokens)")
-    return int(float(match.group(1)) * _TOKEN_SUFFIX[match.group(2)])
+    return _whole(float(match.group(1)) * _TOKEN_SUFFIX[match.group(2)], text)
+
+
+def _whole(value: float, text: str) -> int:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"'{text[:40]}' is out of range")
+    return int(value)
 
 
 def classify(text: str) -> str:
@@ -97,12 +104,19 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
+def plain_decimal(value: float) -> str:
+    """A float as the shortest decimal that reads back to it, never with an exponent
+    (the language's numbers have none): `1e-05` -> `0.00001`."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def format_money(usd: float) -> str:
     """`1.5` -> `$1.50`; amounts finer than a cent keep every digit."""
     if usd == int(usd):
-        return f"${int(usd)}"
-    return f"${usd:.2f}" if round(usd, 2) == usd else "$" + f"{usd:.12f}".rstrip("0")
+        return f"${plain_decimal(usd)}"
+    return f"${usd:.2f}" if round(usd, 2) == usd else f"${plain_decimal(usd)}"
 
 
 def format_number(value: float) -> str:
-    return str(int(value)) if value == int(value) else repr(value)
+    return str(int(value)) if value == int(value) else plain_decimal(value)

@@ -21,20 +21,23 @@ def _span(path: str, node: yaml.Node) -> Span:
 
 
 def _walk(path: str, node: yaml.Node, key: KeyPath, spans: SpanTable,
-          problems: list[Problem]) -> None:
+          problems: list[Problem], inside: frozenset[int] = frozenset()) -> None:
+    if id(node) in inside:  # `&x [*x]`: an alias to a node that contains it
+        raise yaml.YAMLError("an alias refers to a node that contains it")
+    inside = inside | {id(node)}
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        names: set[str] = set()
         for key_node, value_node in node.value:
             name = str(key_node.value)
-            if name in seen:
+            if name in names:
                 problems.append(Problem(_span(path, key_node), f"duplicate key '{name}'"))
-            seen.add(name)
+            names.add(name)
             spans[(*key, name)] = _span(path, key_node)
-            _walk(path, value_node, (*key, name), spans, problems)
+            _walk(path, value_node, (*key, name), spans, problems, inside)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             spans[(*key, index)] = _span(path, item)
-            _walk(path, item, (*key, index), spans, problems)
+            _walk(path, item, (*key, index), spans, problems, inside)
 
 
 # libyaml's loader where PyYAML was built with it: ten times faster, same positions.
@@ -77,6 +80,9 @@ def load_yaml(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
         return None, {}, [Problem(Span(path, line, column), message)]
     except yaml.YAMLError as err:
         return None, {}, [Problem(Span(path, 1, 1), f"invalid YAML: {err}")]
+    except (ValueError, IndexError, TypeError, OverflowError) as err:
+        # PyYAML's constructors raise these for a bad date, tag or escape.
+        return None, {}, [Problem(Span(path, 1, 1), f"invalid YAML: {err}")]
 
 
 def load_json(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
@@ -84,6 +90,8 @@ def load_json(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         return None, {}, [Problem(Span(path, err.lineno, err.colno), f"invalid JSON: {err.msg}")]
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        return None, {}, [Problem(Span(path, 1, 1), f"invalid JSON: {err}")]
     try:
         _, spans, problems = _compose(text, path)
     except yaml.YAMLError:

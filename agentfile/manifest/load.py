@@ -211,6 +211,9 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManif
     gc.disable()
     try:
         return _load(path, environ)
+    except RecursionError:
+        raise ManifestError([Problem(Span(display_path(path), 1, 1),
+                                     "the manifest nests values too deeply")]) from None
     finally:
         if enabled:
             gc.enable()

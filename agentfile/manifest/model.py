@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -153,6 +154,13 @@ class Foreach(_Model):
         return self
 
 
+def _none_if_empty(value: _Model | None) -> _Model | None:
+    """An empty table (`budget: {}`) means the same as none at all, in every form."""
+    if value is not None and all(v is None for v in value.__dict__.values()):
+        return None
+    return value
+
+
 class Options(_Model):
     """The `options:` block."""
 
@@ -165,6 +173,8 @@ class Options(_Model):
     daily_budget: DailyBudget | None = None
     throttle: Throttle | None = None
     merge: MergeMode | None = None
+
+    _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 
 
 class Agent(_Model):
@@ -205,6 +215,8 @@ class Target(_Model):
     canary: int | None = Field(default=None, ge=1)
     merge: MergeMode | None = None
     copy_files: Names = Field(default_factory=list, alias="copy")
+
+    _empty_tables = field_validator("budget")(_none_if_empty)
 
     @property
     def kind(self) -> Literal["agent", "run", "group"]:

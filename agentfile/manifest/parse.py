@@ -190,8 +190,13 @@ class _Builder(Transformer[Token, s.Document]):
 
     def number(self, children: list[Any]) -> s.Num:
         text = str(children[0])
-        value: int | float = float(text) if "." in text else int(text)
-        return s.Num(value, self._sp(children))
+        span = self._sp(children)
+        try:
+            value: int | float = float(text) if "." in text else int(text)
+        except ValueError:  # more digits than Python converts
+            raise ManifestError([Problem(span, f"number '{text[:20]}…' is out of range")]
+                                ) from None
+        return s.Num(value, span)
 
     def quantity(self, children: list[Any]) -> s.Quantity:
         return s.Quantity(str(children[0]), self._sp(children))
@@ -262,7 +267,7 @@ def parse(text: str, path: str) -> tuple[s.Document, list[Problem]]:
     if problems:
         source = _repair_lines(source, {p.span.line for p in problems})
     try:
-        return _run(source, path), _blocking(problems)
+        return _run(source, path), _blocking(problems, text)
     except ManifestError as err:
         problems += err.problems
     except LarkError as first:
@@ -270,16 +275,26 @@ def parse(text: str, path: str) -> tuple[s.Document, list[Problem]]:
     blanked, more = _recover(source, path)
     problems += [p for p in more if p not in problems]
     try:
-        return _run(blanked, path), _blocking(problems)
+        return _run(blanked, path), _blocking(problems, text)
     except ManifestError as err:
         problems += err.problems
     except LarkError:
         pass
-    return s.Document(path, ()), _blocking(problems)
+    return s.Document(path, ()), _blocking(problems, text)
 
 
-def _blocking(problems: list[Problem]) -> list[Problem]:
-    return [Problem(p.span, p.message, blocking=True) for p in problems]
+def _blocking(problems: list[Problem], source: str = "") -> list[Problem]:
+    """Syntax problems block later checks; one found at the end of the file (an indented
+    block that never came) is reported on its last line, not past it."""
+    last = max(source.count("\n"), 1)
+    out = []
+    for p in problems:
+        span = p.span
+        if span.line > last:
+            line_text = source.split("\n")[last - 1] if source else ""
+            span = Span(span.path, last, len(line_text) + 1)
+        out.append(Problem(span, p.message, blocking=True))
+    return list(dict.fromkeys(out))
 
 
 def _repair_lines(source: str, numbers: set[int]) -> str:

@@ -52,10 +52,9 @@ def to_agentfile(doc: dict[str, Any]) -> str:
         out.append(f"{name} = {_value(value)}")
     if doc.get("vars"):
         out.append("")
-    if doc.get("options"):
-        out.append("options:")
-        out += _attributes(doc["options"])
-        out.append("")
+    options = _attributes(doc.get("options") or {})
+    if options:
+        out += ["options:", *options, ""]
     for name, agent in doc.get("agents", {}).items():
         fields = {k: v for k, v in agent.items() if k != "provider"}
         out.append(f"agent {name}: {agent['provider']}")
@@ -75,9 +74,10 @@ def to_agentfile(doc: dict[str, Any]) -> str:
 def _attributes(fields: dict[str, Any], indent: str = "    ") -> list[str]:
     lines: list[str] = []
     for key, value in fields.items():
-        if value is None:
-            continue
-        if key in ("env", "vars") and isinstance(value, dict):
+        if value is None or (isinstance(value, dict) and not value and key in (*_TYPED, "env")):
+            continue  # an empty table says nothing (and `env:` alone would not parse)
+        if key == "env" and isinstance(value, dict) and all(
+                _BARE_NAME.fullmatch(k) and k not in _KEYWORDS for k in value):
             lines.append(f"{indent}{key}:")
             lines += [f"{indent}    {k} = {_value(v)}" for k, v in value.items()]
         elif isinstance(value, dict) and key in _TYPED:
@@ -174,7 +174,8 @@ def _throttle(value: dict[str, Any]) -> str:
     if value.get("memory") is not None:
         parts.append(f"memory {_percent(value['memory'])}")
     if value.get("load") is not None:
-        parts.append(f"load {float(value['load'])!r}")
+        load = q.plain_decimal(float(value["load"]))
+        parts.append(f"load {load if '.' in load else load + '.0'}")  # a float, read back
     if value.get("free") is not None:
         parts.append(f"free {_quantity(value['free'], q.format_size)}")
     return ", ".join(parts)

@@ -20,6 +20,7 @@ from agentfile.manifest.lower import KeyPath, SpanTable
 from agentfile.manifest.model import PROVIDERS, DirRef, Manifest, Target
 
 _AGENT_ONLY = ("agent", "context")
+RESERVED_NAMES = ("options", "include")
 # One fan-out instance: its name, definition, variable binding and position in the fan-out.
 Row = tuple[str, Target, dict[str, str], int | None]
 
@@ -78,6 +79,9 @@ class Checker:
 
     def check_target(self, name: str, target: Target) -> None:
         path: KeyPath = ("targets", name)
+        if name in RESERVED_NAMES:
+            self.fail(path, f"'{name}' cannot name a target: in the Agentfile language it "
+                      "begins a statement")
         if target.prompt is not None and target.run is not None:
             self.fail((*path, "run"), f"target '{name}' has both prompt and run; an agent "
                       "target has a prompt, a run target a command")
