@@ -505,7 +505,7 @@ def test_bug_empty_env(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", ["options", "include"])
 @pytest.mark.parametrize("form", list(FORMS))
 def test_reserved_target_names_are_refused(name: str, form: str) -> None:
-    doc = {"targets": {name: {}}} if form != "Agentfile" else None
+    doc: dict[str, Any] | None = {"targets": {name: {}}} if form != "Agentfile" else None
     text = FORMS[form](doc) if doc else f"{name}x:\n"
     if form == "Agentfile":
         return  # the language cannot even write such a target: `options:` is the options block
