@@ -178,15 +178,19 @@ class Sampler:
     """Asked ten times a second while a target runs: its usage so far, and whether it is
     over a budget (memory as measured by the monitor, dollars and tokens as reported)."""
 
-    def __init__(self, job: Job, usage: Usage) -> None:
+    def __init__(self, job: Job, usage: Usage, request: AgentRequest | None) -> None:
         self.job = job
         self.usage = usage
         self.usage_mtime = 0.0
+        self.request = request
 
     def __call__(self) -> str | None:
         job, progress = self.job, self.job.progress
         if job.agent is not None:
             self.read_usage()
+            if self.request is not None:
+                provider(job.agent.provider).poll(self.request, self.usage)
+                progress.cost_usd = self.usage.priced(job.agent)
         budget = job.budget
         if budget is not None:
             if budget.memory is not None and progress.rss_bytes > budget.memory:
@@ -296,7 +300,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         progress.pid = pid
 
     _log_header(job.log, number, command)
-    sampler = Sampler(job, usage)
+    sampler = Sampler(job, usage, request if agent is not None else None)
     launch = process.Launch(command, workspace.path, env, deadline, job.tag)
     if job.terminal is not None:
         from agentfile.isolation.tmux import run_in_pane
@@ -309,7 +313,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
                               cancel=job.cancel, on_start=on_start, known=job.known)
     progress.pid = None
     if agent is not None:
-        sampler.read_usage()  # the last word, written just before it exited
+        sampler()  # the last word on usage, written just before it exited
     status, error = _status(outcome)
     session_out = session
     if agent is not None:

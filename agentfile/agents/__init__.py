@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from agentfile.agents.aider import AiderProvider
 from agentfile.agents.base import Provider
 from agentfile.agents.claude import ClaudeProvider
+from agentfile.agents.codex import CodexProvider
 from agentfile.agents.command import CommandProvider
+from agentfile.agents.gemini import GeminiProvider
 from agentfile.errors import UsageError
 
-_PROVIDERS: dict[str, Provider] = {"command": CommandProvider(), "claude": ClaudeProvider()}
+_PROVIDERS: dict[str, Provider] = {
+    "command": CommandProvider(),
+    "claude": ClaudeProvider(),
+    "codex": CodexProvider(),
+    "gemini": GeminiProvider(),
+    "aider": AiderProvider(),
+}
 
 
 def provider(name: str) -> Provider:

@@ -75,10 +75,16 @@ class AgentVerdict:
 class Provider(Protocol):
     name: str
 
+    def check(self) -> None:
+        """Raise UsageError when the CLI cannot run here (not installed), before a build."""
+
     def command(self, request: AgentRequest) -> AgentCommand: ...
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         """Read one line of the CLI's output while it runs (usage, session, result)."""
+
+    def poll(self, request: AgentRequest, usage: Usage) -> None:
+        """Called ten times a second: read usage the CLI writes elsewhere than stdout."""
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict: ...

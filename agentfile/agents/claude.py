@@ -10,12 +10,12 @@ sum of `model_usage_since_last_result[*].costUSD` when the CLI reports it.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any
 
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.events import json_line
 from agentfile.errors import UsageError
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
@@ -43,6 +43,9 @@ class ClaudeProvider:
     def __init__(self) -> None:
         self.states: dict[str, ClaudeState] = {}
 
+    def check(self) -> None:
+        binary()
+
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")
         argv = [binary(), "-p", prompt, "--output-format", "stream-json", "--verbose",
@@ -63,7 +66,7 @@ class ClaudeProvider:
         return AgentCommand(argv, env, unset=("CLAUDECODE",))
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
-        event = _json(line)
+        event = json_line(line)
         if event is None:
             return
         state = self.states.setdefault(request.result_file.as_posix(), ClaudeState())
@@ -90,6 +93,9 @@ class ClaudeProvider:
                     counts.get("cache_creation_input_tokens") or 0)
                 usage.output_tokens = int(counts.get("output_tokens") or 0)
 
+    def poll(self, request: AgentRequest, usage: Usage) -> None:
+        return None
+
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict:
         state = self.states.pop(request.result_file.as_posix(), ClaudeState())
@@ -107,13 +113,3 @@ class ClaudeProvider:
                                 state.session, status)
         return AgentVerdict(True, message, None, state.session)
 
-
-def _json(line: str) -> dict[str, Any] | None:
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

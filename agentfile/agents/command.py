@@ -15,11 +15,17 @@ MESSAGE_LINES = 20
 class CommandProvider:
     name = "command"
 
+    def check(self) -> None:
+        return None
+
     def command(self, request: AgentRequest) -> AgentCommand:
         assert request.agent.command is not None  # checked when the manifest is loaded
         return AgentCommand(substitute(request.agent.command, request.placeholders))
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+        return None
+
+    def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,

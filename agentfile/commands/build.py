@@ -181,7 +181,7 @@ def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
         _, agent = agent_definition(loaded, target)
         if agent is not None:
             try:
-                agents.provider(agent.provider)
+                agents.provider(agent.provider).check()
             except UsageError as err:
                 raise UsageError(f"target '{name}': {err}") from None
 

@@ -1,0 +1,115 @@
+"""The `aider` provider: `aider --message-file … --yes-always`, usage from its analytics log.
+
+Observed with aider 0.86 against a stand-in API: aider exits 0 even after an API error, so
+success is exit 0 *and* every `message_send_starting` in its `--analytics-log` answered by a
+`message_send`, with no `litellm.…Error` in its output. `message_send` carries
+`prompt_tokens`, `completion_tokens` and `cost` (dollars, from litellm's price table). aider
+has no session id: a retry passes `--restore-chat-history`, with the chat history kept in the
+run's directory (not in the work tree, where it would be committed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.events import number
+from agentfile.errors import UsageError
+
+BINARY_VARIABLE = "AGENTFILE_AIDER"
+_API_ERROR = re.compile(r"litellm\.\w*Error|APIConnectionError|AuthenticationError")
+
+
+def binary() -> str:
+    found = os.environ.get(BINARY_VARIABLE) or shutil.which("aider")
+    if not found:
+        raise UsageError("the aider provider needs aider: `pipx install aider-chat`, or set "
+                         f"{BINARY_VARIABLE}")
+    return found
+
+
+def analytics_path(request: AgentRequest) -> Path:
+    return request.usage_file.with_suffix(".aider-analytics.jsonl")
+
+
+def history_path(request: AgentRequest) -> Path:
+    return request.usage_file.with_suffix(".aider-chat.md")
+
+
+def read_analytics(path: Path) -> list[dict[str, object]]:
+    events = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+class AiderProvider:
+    name = "aider"
+
+    def check(self) -> None:
+        binary()
+
+    def command(self, request: AgentRequest) -> AgentCommand:
+        analytics = analytics_path(request)
+        analytics.unlink(missing_ok=True)
+        argv = [binary(), "--message-file", str(request.prompt_file), "--yes-always",
+                "--analytics-log", str(analytics), "--no-analytics",
+                "--chat-history-file", str(history_path(request)),
+                "--input-history-file", str(history_path(request).with_suffix(".input")),
+                "--no-auto-commits", "--no-dirty-commits", "--no-gitignore",
+                "--no-check-update", "--no-show-release-notes", "--no-pretty",
+                "--no-fancy-input"]
+        if request.agent.model:
+            argv += ["--model", request.agent.model]
+        if request.session:
+            argv.append("--restore-chat-history")
+        argv += list(request.agent.args)
+        return AgentCommand(argv)
+
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+        return None
+
+    def poll(self, request: AgentRequest, usage: Usage) -> None:
+        """Usage so far, from the analytics log aider appends to as it goes."""
+        sends = [e for e in read_analytics(analytics_path(request))
+                 if e.get("event") == "message_send"]
+        properties = [e.get("properties") for e in sends]
+        rows = [p for p in properties if isinstance(p, dict)]
+        usage.input_tokens = sum(number(p.get("prompt_tokens")) for p in rows)
+        usage.output_tokens = sum(number(p.get("completion_tokens")) for p in rows)
+        costs = [float(c) for p in rows if isinstance(c := p.get("cost"), int | float)]
+        if costs:
+            usage.cost_usd = sum(costs)
+            usage.cost_reported = True
+
+    def verdict(self, request: AgentRequest, exit_code: int | None,
+                tail: list[str]) -> AgentVerdict:
+        events = read_analytics(analytics_path(request))
+        names = [e.get("event") for e in events]
+        unanswered = 0
+        for name in names:
+            if name == "message_send_starting":
+                unanswered += 1
+            elif name == "message_send":
+                unanswered = max(unanswered - 1, 0)
+        errors = [line for line in tail if _API_ERROR.search(line)]
+        message = "\n".join(line for line in tail[-20:] if line.strip()) or None
+        session = "chat-history"  # a retry restores the chat history kept for this target
+        if exit_code == 0 and not unanswered and not errors and "message_send" in names:
+            return AgentVerdict(True, message, None, session)
+        why = errors[-1] if errors else (
+            "a message got no reply" if unanswered else f"exit {exit_code}")
+        return AgentVerdict(False, message, f"aider reported an error: {why}", session)

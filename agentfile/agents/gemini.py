@@ -1,0 +1,97 @@
+"""The `gemini` provider: Gemini CLI, headless (`gemini -p … -o stream-json`).
+
+Observed with Gemini CLI 0.61 against a stand-in API: the last event is `result` with
+`status` success or error and `stats` (the run's tokens); assistant `message` events with
+`delta: true` are joined into the final message; `error` events are warnings. Exit codes: 0,
+the documented 1/42/53/55…, and after an API error the HTTP status & 0xff (e.g. 244 for 500).
+Headless runs need `--skip-trust` and `--yolo` (else write tools are not registered, and the
+run still "succeeds"), and a model: the default `auto` first asks a classifier.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.events import json_line, number
+from agentfile.errors import UsageError
+
+BINARY_VARIABLE = "AGENTFILE_GEMINI"
+DEFAULT_MODEL = "gemini-2.5-pro"
+EXIT_MEANINGS = {1: "a general or API error", 41: "authentication", 42: "bad input",
+                 44: "the sandbox", 52: "configuration", 53: "the turn limit",
+                 54: "a fatal tool error", 55: "an untrusted workspace"}
+
+
+def binary() -> str:
+    found = os.environ.get(BINARY_VARIABLE) or shutil.which("gemini")
+    if not found:
+        raise UsageError("the gemini provider needs Gemini CLI: `npm install -g "
+                         f"@google/gemini-cli`, or set {BINARY_VARIABLE}")
+    return found
+
+
+class _Attempt:
+    def __init__(self) -> None:
+        self.session: str | None = None
+        self.parts: list[str] = []
+        self.result: dict[str, object] | None = None
+
+
+class GeminiProvider:
+    name = "gemini"
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, _Attempt] = {}
+
+    def check(self) -> None:
+        binary()
+
+    def command(self, request: AgentRequest) -> AgentCommand:
+        prompt = request.prompt_file.read_text(encoding="utf-8")
+        argv = [binary(), "-p", prompt, "-o", "stream-json",
+                "-m", request.agent.model or DEFAULT_MODEL, "--skip-trust", "--yolo"]
+        if request.session:
+            argv += ["--resume", request.session]
+        argv += list(request.agent.args)
+        self.attempts[str(request.result_file)] = _Attempt()
+        return AgentCommand(argv)
+
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+        event = json_line(line)
+        if event is None:
+            return
+        state = self.attempts.setdefault(str(request.result_file), _Attempt())
+        kind = event.get("type")
+        if kind == "init":
+            state.session = str(event.get("session_id") or "") or None
+        elif kind == "message" and event.get("role") == "assistant":
+            if not event.get("delta"):
+                state.parts = []
+            state.parts.append(str(event.get("content") or ""))
+        elif kind == "result":
+            state.result = event
+            stats = event.get("stats") or {}
+            usage.input_tokens = number(stats.get("input_tokens"))
+            usage.output_tokens = number(stats.get("output_tokens"))
+
+    def poll(self, request: AgentRequest, usage: Usage) -> None:
+        return None
+
+    def verdict(self, request: AgentRequest, exit_code: int | None,
+                tail: list[str]) -> AgentVerdict:
+        state = self.attempts.pop(str(request.result_file), _Attempt())
+        message = "".join(state.parts) or None
+        session = state.session or request.session
+        result = state.result
+        if exit_code == 0 and result is not None and result.get("status") == "success":
+            return AgentVerdict(True, message, None, session)
+        error = result.get("error") if result else None
+        if isinstance(error, dict) and error.get("message"):
+            why = str(error["message"])
+        elif exit_code in EXIT_MEANINGS:
+            why = f"exit {exit_code}: {EXIT_MEANINGS[exit_code]}"
+        else:
+            why = f"exit {exit_code} without a successful result"
+        return AgentVerdict(False, message, f"Gemini CLI reported an error: {why}", session)
