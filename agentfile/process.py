@@ -249,6 +249,39 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
     return Outcome(proc.returncode, stopped, time.monotonic() - started, tail)
 
 
+class Lines:
+    """A process's output as it arrives: into its log (secrets masked), the tail, and
+    `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
+
+    def __init__(self, sink: BinaryIO, tail: list[str],
+                 on_line: Callable[[str], None] | None) -> None:
+        self.sink = sink
+        self.tail = tail
+        self.on_line = on_line
+        self.partial = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        if lines:
+            self.sink.write(_masked(b"\n".join(lines) + b"\n"))
+            for raw in lines:
+                self._line(raw)
+
+    def close(self) -> None:
+        """The last line, when the output did not end with a newline."""
+        if self.partial:
+            self.sink.write(_masked(self.partial + b"\n"))
+            self._line(self.partial)
+            self.partial = b""
+
+    def _line(self, raw: bytes) -> None:
+        text = redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        self.tail.append(text)
+        del self.tail[:-TAIL_LINES]
+        if self.on_line is not None:
+            self.on_line(text)
+
+
 class _Pump:
     """Moves a child's output into its log, a line at a time, without ever blocking."""
 
@@ -258,10 +291,7 @@ class _Pump:
         self.proc = proc
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
-        self.sink = sink
-        self.tail = tail
-        self.on_line = on_line
-        self.partial = b""
+        self.lines = Lines(sink, tail, on_line)
         self.eof = False
 
     def until_exit(self, deadline: float | None,
@@ -303,30 +333,16 @@ class _Pump:
         if not data:
             self.eof = True
             return
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        if lines:
-            self.sink.write(_masked(b"\n".join(lines) + b"\n"))
-            for raw in lines:
-                self.line(raw)
-
-    def line(self, raw: bytes) -> None:
-        text = redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))
-        self.tail.append(text)
-        del self.tail[:-TAIL_LINES]
-        if self.on_line is not None:
-            self.on_line(text)
+        self.lines.feed(data)
 
     def drain(self) -> None:
         """What is left in the pipe after the tree was stopped, then the last partial line."""
         deadline = time.monotonic() + 0.5
         while not self.eof and time.monotonic() < deadline:
-            before = self.partial
+            before = self.lines.partial
             self.read()
-            if self.partial == before and not self.eof:
+            if self.lines.partial == before and not self.eof:
                 time.sleep(0.01)
-        if self.partial:
-            self.sink.write(_masked(self.partial + b"\n"))
-            self.line(self.partial)
-            self.partial = b""
+        self.lines.close()
         assert self.proc.stdout is not None
         self.proc.stdout.close()

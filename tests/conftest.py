@@ -69,6 +69,17 @@ def agentfile_cli() -> Run:
     return run
 
 
+def installed_cli(script: str) -> str:
+    """Install a real agent CLI with tests/standin/SCRIPT (idempotent, cached outside the
+    checkout; .ci/run runs them first) and return its path; skip if npm cannot."""
+    found = subprocess.run(["bash", str(ROOT / "tests" / "standin" / script)],
+                           capture_output=True, text=True)
+    path = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
+    if found.returncode != 0 or not Path(path).is_file():
+        pytest.skip(f"{script} could not install the CLI: {found.stderr[-300:]}")
+    return path
+
+
 def wait_for_descendants(pid: int, word: str, count: int = 1, timeout: float = 20) -> None:
     """Wait until `count` descendants of `pid` have `word` in their command line."""
     deadline = time.monotonic() + timeout

@@ -7,12 +7,11 @@ and the real Codex CLI is driven end to end against a stand-in Responses API.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, Run, git
+from conftest import DATA, Run, git, installed_cli
 from standin.openai import OpenAIStandin, add_file_patch, apply_patch_call, codex_config, error
 from standin.openai import message as reply
 
@@ -140,12 +139,7 @@ def test_aider_exit_0_after_an_api_error_is_a_failure(tmp_path: Path, capture: s
 
 @pytest.fixture(scope="module")
 def codex_binary() -> str:
-    script = ROOT / "tests" / "standin" / "install_codex.sh"
-    found = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    path = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
-    if found.returncode != 0 or not Path(path).is_file():
-        pytest.skip(f"the Codex CLI could not be installed from npm: {found.stderr[-300:]}")
-    return path
+    return installed_cli("install_codex.sh")
 
 
 @pytest.fixture

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Run, git
+from conftest import Run, git, installed_cli
 from standin.anthropic import AnthropicStandin, text, tool_use
 
 Reply = dict[str, Any]
@@ -24,12 +23,7 @@ Reply = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def claude() -> str:
-    script = ROOT / "tests" / "standin" / "install_claude.sh"
-    found = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    path = found.stdout.strip().splitlines()[-1] if found.stdout.strip() else ""
-    if found.returncode != 0 or not Path(path).is_file():
-        pytest.skip(f"Claude Code could not be installed from npm: {found.stderr[-300:]}")
-    return path
+    return installed_cli("install_claude.sh")
 
 
 @pytest.fixture

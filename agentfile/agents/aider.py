@@ -11,25 +11,18 @@ run's directory (not in the work tree, where it would be committed).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.agents.events import number
-from agentfile.errors import UsageError
+from agentfile.agents.events import find_cli, number
 
 BINARY_VARIABLE = "AGENTFILE_AIDER"
 _API_ERROR = re.compile(r"litellm\.\w*Error|APIConnectionError|AuthenticationError")
 
 
 def binary() -> str:
-    found = os.environ.get(BINARY_VARIABLE) or shutil.which("aider")
-    if not found:
-        raise UsageError("the aider provider needs aider: `pipx install aider-chat`, or set "
-                         f"{BINARY_VARIABLE}")
-    return found
+    return find_cli("aider", BINARY_VARIABLE, "`pipx install aider-chat`")
 
 
 def analytics_path(request: AgentRequest) -> Path:

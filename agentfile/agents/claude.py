@@ -11,22 +11,16 @@ sum of `model_usage_since_last_result[*].costUSD` when the CLI reports it.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.agents.events import json_line
-from agentfile.errors import UsageError
+from agentfile.agents.events import find_cli, json_line
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
 
 
 def binary() -> str:
-    found = os.environ.get(BINARY_VARIABLE) or shutil.which("claude")
-    if not found:
-        raise UsageError("the claude provider needs Claude Code: `npm install -g "
-                         f"@anthropic-ai/claude-code`, or set {BINARY_VARIABLE}")
-    return found
+    return find_cli("claude", BINARY_VARIABLE, "`npm install -g @anthropic-ai/claude-code`")
 
 
 class ClaudeState:

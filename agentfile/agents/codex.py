@@ -9,22 +9,14 @@ counted for that thread are subtracted. Codex reports no cost: dollars are token
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.agents.events import json_line, number
-from agentfile.errors import UsageError
+from agentfile.agents.events import find_cli, json_line, number
 
 BINARY_VARIABLE = "AGENTFILE_CODEX"
 
 
 def binary() -> str:
-    found = os.environ.get(BINARY_VARIABLE) or shutil.which("codex")
-    if not found:
-        raise UsageError("the codex provider needs the Codex CLI: `npm install -g "
-                         f"@openai/codex`, or set {BINARY_VARIABLE}")
-    return found
+    return find_cli("codex", BINARY_VARIABLE, "`npm install -g @openai/codex`")
 
 
 class _Attempt:

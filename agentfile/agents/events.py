@@ -1,9 +1,21 @@
-"""Reading a CLI's JSON-lines output, shared by the providers."""
+"""What the CLI providers share: finding the CLI, reading its JSON-lines output."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from typing import Any
+
+from agentfile.errors import UsageError
+
+
+def find_cli(program: str, variable: str, install: str) -> str:
+    """The CLI's path: `$variable` if set, else `program` on PATH; else a clear error."""
+    found = os.environ.get(variable) or shutil.which(program)
+    if not found:
+        raise UsageError(f"the {program} provider needs its CLI: {install}, or set {variable}")
+    return found
 
 
 def json_line(line: str) -> dict[str, Any] | None:

@@ -10,12 +10,8 @@ run still "succeeds"), and a model: the default `auto` first asks a classifier.
 
 from __future__ import annotations
 
-import os
-import shutil
-
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.agents.events import json_line, number
-from agentfile.errors import UsageError
+from agentfile.agents.events import find_cli, json_line, number
 
 BINARY_VARIABLE = "AGENTFILE_GEMINI"
 DEFAULT_MODEL = "gemini-2.5-pro"
@@ -25,11 +21,7 @@ EXIT_MEANINGS = {1: "a general or API error", 41: "authentication", 42: "bad inp
 
 
 def binary() -> str:
-    found = os.environ.get(BINARY_VARIABLE) or shutil.which("gemini")
-    if not found:
-        raise UsageError("the gemini provider needs Gemini CLI: `npm install -g "
-                         f"@google/gemini-cli`, or set {BINARY_VARIABLE}")
-    return found
+    return find_cli("gemini", BINARY_VARIABLE, "`npm install -g @google/gemini-cli`")
 
 
 class _Attempt:

@@ -280,10 +280,8 @@ class _Stream:
 
     def __init__(self, fd: int, sink: BinaryIO, on_line: Callable[[str], None] | None) -> None:
         self.fd = fd
-        self.sink = sink
-        self.on_line = on_line
         self.tail: list[str] = []
-        self.partial = b""
+        self.lines = process.Lines(sink, self.tail, on_line)
         self.eof = False
         self.mirror: int | None = None
         self.pending = bytearray()
@@ -297,18 +295,7 @@ class _Stream:
             self.eof = True
             return
         self.copy(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        if lines:
-            self.sink.write(b"\n".join(lines) + b"\n")
-            for raw in lines:
-                self.line(raw)
-
-    def line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
-        self.tail.append(text)
-        del self.tail[:-process.TAIL_LINES]
-        if self.on_line is not None:
-            self.on_line(text)
+        self.lines.feed(data)
 
     def copy(self, data: bytes) -> None:
         if self.mirror is None:
@@ -335,10 +322,7 @@ class _Stream:
         while not self.eof and time.monotonic() < deadline:
             if select.select([self.fd], [], [], 0.01)[0]:
                 self.read()
-        if self.partial:
-            self.sink.write(self.partial + b"\n")
-            self.line(self.partial)
-            self.partial = b""
+        self.lines.close()
         deadline = time.monotonic() + 0.2
         while self.mirror is not None and self.pending and time.monotonic() < deadline:
             select.select([], [self.mirror], [], 0.01)
@@ -466,7 +450,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
             for fd in (stream.fd, stream.mirror):
                 if fd is not None:
                     os.close(fd)
-            stream.sink.close()
+            stream.lines.sink.close()
         if pane is not None:
             session.server.cmd("kill-window", "-t", pane)
         shutil.rmtree(work, ignore_errors=True)
