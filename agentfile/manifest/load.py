@@ -14,6 +14,7 @@ from typing import Any
 
 from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
 from agentfile.graph import CycleError, Graph, build_graph
+from agentfile.manifest.cache import cached
 from agentfile.manifest.dataform import load_json, load_yaml
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
 from agentfile.manifest.lower import SpanTable, lower
@@ -129,12 +130,19 @@ def read_document(path: Path, display: str | None = None) -> Source:
     text, problems = read_text(path, shown)
     if text is None:
         return Source(problems=[Problem(p.span, p.message, blocking=True) for p in problems])
-    if form_of(path) == "agentfile":
+    form = form_of(path)
+    # Large manifests are parsed once per content: the spans name the file as shown.
+    return cached(text, kind=f"{form}\0{shown}", compute=lambda: _read(text, form, shown),
+                  keep=lambda source: not source.problems)
+
+
+def _read(text: str, form: str, shown: str) -> Source:
+    if form == "agentfile":
         document, problems = parse(text, shown)
         lowering = lower(document)
         return Source(lowering.doc, lowering.spans, problems + lowering.problems,
                       lowering.damaged)
-    data, spans, problems = (load_yaml if form_of(path) == "yaml" else load_json)(text, shown)
+    data, spans, problems = (load_yaml if form == "yaml" else load_json)(text, shown)
     if data is not None and not isinstance(data, dict):
         problems.append(Problem(spans.get((), Span(shown, 1, 1)),
                                 "a manifest is a mapping with targets, agents and options",
