@@ -4,7 +4,9 @@ Targets become ready when their dependencies are done (counters, not rescans, so
 build costs no more per target than a 20-target one). Among ready targets, higher priority
 first, then the longer remaining path (weighted by earlier runs' durations), then file order.
 Admission checks job slots, locks, `exclusive`, the agent's `max_parallel` and the budgets.
-Only this loop writes state and emits events; workers run targets and report back.
+Only this loop writes state and emits events; workers run targets in their places
+(isolation/place.py) and report back. It keeps merging and budgets beside admission: each
+is a decision only the one writer of state may take, in order.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from agentfile import graph as g
 from agentfile.errors import UsageError
 from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, up_to_date
-from agentfile.isolation import branch, directory, none_workspace
+from agentfile.isolation import directory
+from agentfile.isolation.place import Places
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, DailyBudget, DirRef, describe_isolation
-from agentfile.runner import Job, Progress, TargetResult, run_target
+from agentfile.runner import Job, Progress, TargetResult
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
 
@@ -131,8 +134,9 @@ class Scheduler:
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         self.spent_before_today = request.ledger.spent_today() if request.ledger else 0.0
         self.daily_alerted = False
-        self.main_git = request.worktrees.git if request.worktrees else _git_or_none(
+        main_git = request.worktrees.git if request.worktrees else _git_or_none(
             self.loaded.root)
+        self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs)
 
     # -- the graph as this build sees it ------------------------------------------------
 
@@ -330,7 +334,7 @@ class Scheduler:
         if "branch" in shared:
             return "a branch target has the checkout"
         if isinstance(mode, DirRef):
-            mine = directory.relative_dir(self.loaded.root, self.loaded.path.parent, mode.dir)
+            mine = self.places.folder_of(mode)
             for other in self._running_dirs(target.name):
                 if directory.overlap(mine, other):
                     return f"dir({other}) overlaps"
@@ -366,67 +370,8 @@ class Scheduler:
         self.pool.submit(self._work, job)
 
     def _work(self, job: Job) -> None:
-        """A worker thread: prepare the workspace, run every attempt, report back."""
-        try:
-            mode = self.loaded.isolation_of(job.target)
-            if mode == "worktree":
-                result = self._in_worktree(job)
-            elif mode == "branch":
-                result = self._in_branch(job)
-            elif isinstance(mode, DirRef):
-                result = self._in_directory(job, mode)
-            else:
-                with none_workspace(self.loaded.root) as workspace:
-                    result = run_target(job, workspace)
-        except Exception as err:
-            result = TargetResult(job.target.name, "failed",
-                                  detail=f"agentfile could not run it: {err}")
-        self.finished.put((job.target.name, result))
-
-    def _in_worktree(self, job: Job) -> TargetResult:
-        worktrees = self.request.worktrees
-        assert worktrees is not None
-        workspace = worktrees.prepare(job.target)
-        result = TargetResult(job.target.name, "interrupted")
-        try:
-            result = run_target(job, workspace)
-        finally:
-            # Runs on every end, Ctrl-C included: what the agent did is committed first.
-            result.work = worktrees.finish(workspace, job.target, result.status)
-            result.diff = workspace.diff
-        return result
-
-    def _in_branch(self, job: Job) -> TargetResult:
-        worktrees = self.request.worktrees
-        assert worktrees is not None
-        try:
-            workspace = branch.prepare(worktrees, job.target)
-        except branch.DirtyCheckout as err:
-            return TargetResult(job.target.name, "failed", detail=str(err))
-        result = TargetResult(job.target.name, "interrupted")
-        try:
-            result = run_target(job, workspace)
-        finally:
-            result.work = branch.finish(worktrees, workspace, job.target, result.status)
-            result.diff = workspace.diff
-        return result
-
-    def _in_directory(self, job: Job, ref: DirRef) -> TargetResult:
-        root = self.loaded.root
-        folder = directory.relative_dir(root, self.loaded.path.parent, ref.dir)
-        others = set(self._running_dirs(job.target.name))
-        before = directory.snapshot(root, self.main_git)
-        result = run_target(job, directory.directory_workspace(root, folder))
-        others |= set(self._running_dirs(job.target.name))
-        outside = directory.violations(before, directory.snapshot(root, self.main_git),
-                                       folder, others)
-        if outside and result.status == "succeeded":
-            shown = ", ".join(outside[:10]) + (" …" if len(outside) > 10 else "")
-            result.status = "violation"
-            result.detail = f"changed files outside dir(\"{ref.dir}\"): {shown}"
-            if others:  # the checkout is shared: say who else could have written them
-                result.detail += f" (while {', '.join(sorted(others))} also ran there)"
-        return result
+        """A worker thread: run the target in its place, report back."""
+        self.finished.put((job.target.name, self.places.run(job)))
 
     def _running_dirs(self, besides: str) -> list[str]:
         """The directories of dir() targets running now, other than `besides`."""
@@ -434,8 +379,7 @@ class Scheduler:
         for name, running in list(self.running.items()):
             mode = self.loaded.isolation_of(running.target)
             if name != besides and isinstance(mode, DirRef):
-                folders.append(directory.relative_dir(self.loaded.root,
-                                                      self.loaded.path.parent, mode.dir))
+                folders.append(self.places.folder_of(mode))
         return folders
 
     def _dep_texts(self, target: ConcreteTarget, kind: str) -> dict[str, str]:

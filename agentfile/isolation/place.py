@@ -1,0 +1,92 @@
+"""Running one target in its place (SPEC 6): the workspace its isolation mode gives it,
+prepared before the first attempt and collected after the last, in `finally`.
+
+Called in a worker thread; what happens to the work afterwards (merging a branch) is the
+scheduler's, in dependency order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from agentfile.isolation import branch, directory, none_workspace
+from agentfile.isolation.worktree import Worktrees
+from agentfile.manifest.load import LoadedManifest
+from agentfile.manifest.model import DirRef
+from agentfile.runner import Job, TargetResult, run_target
+
+if TYPE_CHECKING:
+    from agentfile.git import Git
+
+
+@dataclass
+class Places:
+    loaded: LoadedManifest
+    worktrees: Worktrees | None  # when some target is isolated in a worktree or branch
+    main_git: Git | None  # the user's checkout, when it is a git repository
+    # The directories of dir() targets running now, but the given target's.
+    running_dirs: Callable[[str], list[str]]
+
+    def run(self, job: Job) -> TargetResult:
+        """Every attempt of the job's target, in its place; never raises."""
+        try:
+            mode = self.loaded.isolation_of(job.target)
+            if mode == "worktree":
+                return self._in_worktree(job)
+            if mode == "branch":
+                return self._in_branch(job)
+            if isinstance(mode, DirRef):
+                return self._in_directory(job, mode)
+            with none_workspace(self.loaded.root) as workspace:
+                return run_target(job, workspace)
+        except Exception as err:  # a failure of agentfile's own: this target's, not the build's
+            return TargetResult(job.target.name, "failed",
+                                detail=f"agentfile could not run it: {err}")
+
+    def folder_of(self, ref: DirRef) -> str:
+        return directory.relative_dir(self.loaded.root, self.loaded.path.parent, ref.dir)
+
+    def _in_worktree(self, job: Job) -> TargetResult:
+        assert self.worktrees is not None
+        workspace = self.worktrees.prepare(job.target)
+        result = TargetResult(job.target.name, "interrupted")
+        try:
+            result = run_target(job, workspace)
+        finally:
+            # Runs on every end, Ctrl-C included: what the agent did is committed first.
+            result.work = self.worktrees.finish(workspace, job.target, result.status)
+            result.diff = workspace.diff
+        return result
+
+    def _in_branch(self, job: Job) -> TargetResult:
+        assert self.worktrees is not None
+        try:
+            workspace = branch.prepare(self.worktrees, job.target)
+        except branch.DirtyCheckout as err:
+            return TargetResult(job.target.name, "failed", detail=str(err))
+        result = TargetResult(job.target.name, "interrupted")
+        try:
+            result = run_target(job, workspace)
+        finally:
+            result.work = branch.finish(self.worktrees, workspace, job.target, result.status)
+            result.diff = workspace.diff
+        return result
+
+    def _in_directory(self, job: Job, ref: DirRef) -> TargetResult:
+        root = self.loaded.root
+        folder = self.folder_of(ref)
+        others = set(self.running_dirs(job.target.name))
+        before = directory.snapshot(root, self.main_git)
+        result = run_target(job, directory.directory_workspace(root, folder))
+        others |= set(self.running_dirs(job.target.name))
+        outside = directory.violations(before, directory.snapshot(root, self.main_git),
+                                       folder, others)
+        if outside and result.status == "succeeded":
+            shown = ", ".join(outside[:10]) + (" …" if len(outside) > 10 else "")
+            result.status = "violation"
+            result.detail = f"changed files outside dir(\"{ref.dir}\"): {shown}"
+            if others:  # the checkout is shared: say who else could have written them
+                result.detail += f" (while {', '.join(sorted(others))} also ran there)"
+        return result
