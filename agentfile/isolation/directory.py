@@ -12,9 +12,12 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agentfile.git import Git
 from agentfile.isolation.base import Workspace
+
+if TYPE_CHECKING:
+    from agentfile.git import Git
 
 Snapshot = dict[str, str]
 

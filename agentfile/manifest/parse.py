@@ -8,11 +8,16 @@ that the rest still reaches the later checks.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import platformdirs
 from lark import Lark, Token, Transformer, v_args
+from lark import __version__ as lark_version
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 from lark.indenter import Indenter
 
@@ -237,6 +242,19 @@ def _grammar() -> str:
     return resource_path("agentfile.lark").read_text(encoding="utf-8")
 
 
+def _analysis_cache() -> str | bool:
+    """Where lark keeps its analysis of the grammar (a 10x faster start), per grammar."""
+    if os.environ.get("AGENTFILE_NO_CACHE"):
+        return False
+    digest = hashlib.sha256(_grammar().encode()).hexdigest()[:16]
+    folder = Path(platformdirs.user_cache_dir("agentfile"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return str(folder / f"grammar-{digest}-lark{lark_version}.cache")
+
+
 @functools.cache
 def _parser() -> tuple[Lark, _Builder]:
     builder = _Builder("")
@@ -247,6 +265,7 @@ def _parser() -> tuple[Lark, _Builder]:
         propagate_positions=False,  # the builder makes its own spans from the tokens
         maybe_placeholders=True,
         transformer=builder,
+        cache=_analysis_cache(),
     )
     return lark, builder
 
