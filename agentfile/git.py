@@ -101,12 +101,6 @@ class Git:
     def diff(self, base: str, tip: str) -> str:
         return str(self.cmd.diff(f"{base}..{tip}"))
 
-    def worktree_paths(self) -> list[Path]:
-        out = str(self.cmd.worktree("list", "--porcelain"))
-        return [Path(line[9:]) for line in out.splitlines() if line.startswith("worktree ")]
-
-    # -- changes ------------------------------------------------------------------------
-
     def create_branch(self, name: str, at: str) -> None:
         with _LOCK:
             self.cmd.branch(name, at)

@@ -114,17 +114,6 @@ def _own_children() -> list[int]:
     return pids
 
 
-def reap_zombies(leaders: set[int]) -> None:
-    """Collect adopted children that exited; never a running target's leader (its Popen
-    must read its own exit status)."""
-    for child in psutil.Process().children():
-        if child.pid in leaders:
-            continue
-        with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
-            if child.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(child.pid, os.WNOHANG)
-
-
 def _masked(data: bytes) -> bytes:
     """Output as it goes into a log: secrets' values replaced (agentfile.secrets)."""
     masker = redactor()

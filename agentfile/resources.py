@@ -20,8 +20,3 @@ def resource_path(name: str) -> Path:
     folder = "grammar" if name.endswith(".lark") else "schema"
     return _CHECKOUT / folder / name
 
-
-def checkout_path(name: str) -> Path:
-    """The committed copy in a source checkout (what `schema --write` regenerates)."""
-    folder = "grammar" if name.endswith(".lark") else "schema"
-    return _CHECKOUT / folder / name
