@@ -9,10 +9,11 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agentfile.manifest.expand import ConcreteTarget
+from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, FileRef
 
 
@@ -69,6 +70,27 @@ def outputs_exist(target: ConcreteTarget, base: Path) -> bool:
     return True
 
 
+def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[str, str], *,
+              force: bool = False, done_before: frozenset[str] = frozenset()) -> dict[str, bool]:
+    """Whether each target would be up to date if a build ran now (`-n`, `list`): a target
+    that would run makes its dependents run too."""
+    fps: dict[str, str] = {}
+    would_run: set[str] = set()
+    fresh: dict[str, bool] = {}
+    for name in names:
+        target = loaded.graph.targets[name]
+        _, agent = loaded.agent_definition(target)
+        fps[name] = fingerprint(target, agent=agent, base=loaded.path.parent,
+                                deps={d: fps.get(d, "") for d in target.deps})
+        fresh[name] = up_to_date(target, fps[name], recorded.get(name), force=force,
+                                 done_before=done_before,
+                                 deps_ran=any(d in would_run for d in target.deps),
+                                 base=loaded.path.parent)
+        if not fresh[name] and target.kind != "group":
+            would_run.add(name)
+    return fresh
+
+
 def up_to_date(target: ConcreteTarget, current: str, recorded: str | None, *, force: bool,
                done_before: frozenset[str], deps_ran: bool, base: Path) -> bool:
     """SPEC 5.4: the recorded fingerprint is unchanged and the outputs exist; `-B` and
@@ -77,4 +99,6 @@ def up_to_date(target: ConcreteTarget, current: str, recorded: str | None, *, fo
         return True
     if force or target.definition.always or deps_ran:
         return False
+    if target.kind == "group":
+        return True  # nothing of its own: up to date when its dependencies are
     return recorded == current and outputs_exist(target, base)

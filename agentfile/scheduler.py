@@ -31,7 +31,7 @@ from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
-from agentfile.manifest.model import Agent, DailyBudget, DirRef, describe_isolation
+from agentfile.manifest.model import DailyBudget, DirRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
@@ -86,14 +86,6 @@ class BuildOutcome:
     kept: dict[str, str] = field(default_factory=dict)  # branch -> why it stays
     budget_refused: bool = False  # an agent target was not started: the daily budget
     conflicts: list[str] = field(default_factory=list)
-
-
-def agent_definition(loaded: LoadedManifest, target: ConcreteTarget) -> tuple[str | None,
-                                                                            Agent | None]:
-    name = loaded.agent_of(target)
-    if name is None:
-        return None, None
-    return name, loaded.manifest.agents.get(name) or Agent(provider=name)  # type: ignore[arg-type]
 
 
 class Scheduler:
@@ -222,7 +214,7 @@ class Scheduler:
             self._finish(name, "interrupted" if cut else "blocked",
                          detail=f"{failed[0]} did not succeed")
             return
-        _, agent = agent_definition(self.loaded, target)
+        _, agent = self.loaded.agent_definition(target)
         fp = fingerprint(target, agent=agent, base=self.loaded.path.parent,
                          deps={d: self.fingerprints.get(d, "") for d in target.deps})
         self.fingerprints[name] = fp
@@ -274,7 +266,7 @@ class Scheduler:
         for lock in definition.locks:
             if lock in self.locks:
                 return f"lock {lock}"
-        agent_name, agent = agent_definition(self.loaded, target)
+        agent_name, agent = self.loaded.agent_definition(target)
         if agent is not None and agent_name is not None and agent.max_parallel is not None \
                 and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
             return f"agent {agent_name} at max_parallel"
@@ -342,7 +334,7 @@ class Scheduler:
 
     def _start(self, target: ConcreteTarget) -> None:
         name = target.name
-        agent_name, agent = agent_definition(self.loaded, target)
+        agent_name, agent = self.loaded.agent_definition(target)
         for lock in target.definition.locks:
             self.locks[lock] = name
         if agent_name is not None:
@@ -433,7 +425,7 @@ class Scheduler:
                 session=attempt.session)
         self.spent += result.cost_usd
         if self.request.ledger is not None and running.target.kind == "agent":
-            _, agent = agent_definition(self.loaded, running.target)
+            _, agent = self.loaded.agent_definition(running.target)
             for attempt in result.attempts:
                 self.request.ledger.record(
                     repo=str(self.loaded.root), run=self.run_id, target=name,

@@ -67,11 +67,16 @@ def test_list(repo: Path, agentfile_cli: Run) -> None:
     (repo / "Agentfile").write_text(MANIFEST)
     result = agentfile_cli("list", cwd=repo)
     assert result.out.splitlines()[0].split() == ["TARGET", "KIND", "AGENT", "ISOLATION",
-                                                  "DESCRIPTION"]
-    assert result.out.splitlines()[1].split() == ["a", "run", "-", "none", "first"]
+                                                  "UP", "TO", "DATE", "DESCRIPTION"]
+    assert result.out.splitlines()[1].split() == ["a", "run", "-", "none", "no", "first"]
     rows = json.loads(agentfile_cli("list", "--json", cwd=repo).out)
     assert rows[1] == {"name": "b", "kind": "agent", "agent": "claude",
-                       "isolation": "worktree", "deps": ["a"], "description": ""}
+                       "isolation": "worktree", "deps": ["a"], "up_to_date": False,
+                       "description": ""}
+    (repo / "Agentfile").write_text(MANIFEST.replace('prompt = "do b"', 'run = "true"'))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    rows = json.loads(agentfile_cli("list", "--json", cwd=repo).out)
+    assert all(r["up_to_date"] for r in rows)
 
 
 def test_graph_formats(repo: Path, agentfile_cli: Run) -> None:

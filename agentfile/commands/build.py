@@ -24,13 +24,13 @@ from agentfile.errors import (
     UsageError,
 )
 from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
-from agentfile.fingerprint import fingerprint, up_to_date
+from agentfile.fingerprint import freshness
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
 from agentfile.quantities import parse_percent
 from agentfile.runlock import build_lock
-from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler, agent_definition
+from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler
 from agentfile.secrets import configure as configure_secrets
 from agentfile.state import Store, open_store
 from agentfile.throttle import Limits
@@ -178,7 +178,7 @@ def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
     """Refuse before anything starts: a provider this version cannot run."""
     for name in names:
         target = loaded.graph.targets[name]
-        _, agent = agent_definition(loaded, target)
+        _, agent = loaded.agent_definition(target)
         if agent is not None:
             try:
                 agents.provider(agent.provider).check()
@@ -208,23 +208,15 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
     if store:
         store.close()
     loaded = request.loaded
-    fps: dict[str, str] = {}
-    would_run: set[str] = set()
+    fresh = freshness(loaded, request.names, recorded, force=request.force,
+                      done_before=request.done_before)
     rows = []
     for name in request.names:
         target = loaded.graph.targets[name]
-        _, agent = agent_definition(loaded, target)
-        fps[name] = fingerprint(target, agent=agent, base=loaded.path.parent,
-                                deps={d: fps.get(d, "") for d in target.deps})
-        fresh = up_to_date(target, fps[name], recorded.get(name), force=request.force,
-                           done_before=request.done_before,
-                           deps_ran=any(d in would_run for d in target.deps),
-                           base=loaded.path.parent)
-        if not fresh and target.kind != "group":
-            would_run.add(name)
-        rows.append({"target": name, "kind": target.kind, "would_run": name in would_run,
-                     "agent": loaded.agent_of(target),
-                     "command": target.definition.run})
+        rows.append({"target": name, "kind": target.kind,
+                     "would_run": not fresh[name] and target.kind != "group",
+                     "agent": loaded.agent_of(target), "command": target.definition.run})
+    would_run = [r for r in rows if r["would_run"]]
     if as_json:
         print_json(rows)
         return EXIT_OK

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
+from agentfile.fingerprint import freshness
+from agentfile.layout import Layout
 from agentfile.manifest.model import describe_isolation
+from agentfile.state import open_store
 
 
 def list_targets(*, file: str | None, as_json: bool) -> int:
     loaded = load_manifest(file)
+    store = open_store(Layout(loaded.root).database, readonly=True)
+    recorded = store.fingerprints() if store else {}
+    if store:
+        store.close()
+    fresh = freshness(loaded, list(loaded.graph.order), recorded)
     rows = [
         {
             "name": t.name,
@@ -16,6 +24,7 @@ def list_targets(*, file: str | None, as_json: bool) -> int:
             "agent": loaded.agent_of(t),
             "isolation": describe_isolation(loaded.isolation_of(t)),
             "deps": list(t.deps),
+            "up_to_date": fresh[t.name],
             "description": t.definition.description or "",
         }
         for t in loaded.targets
@@ -24,9 +33,10 @@ def list_targets(*, file: str | None, as_json: bool) -> int:
         print_json(rows)
         return EXIT_OK
     header = {"name": "TARGET", "kind": "KIND", "agent": "AGENT", "isolation": "ISOLATION",
-              "description": "DESCRIPTION"}
+              "up_to_date": "UP TO DATE", "description": "DESCRIPTION"}
     columns = list(header)
-    table = [header, *({c: str(r[c] or "-") for c in columns} for r in rows)]
+    shown = [{**r, "up_to_date": "yes" if r["up_to_date"] else "no"} for r in rows]
+    table = [header, *({c: str(r[c] or "-") for c in columns} for r in shown)]
     widths = {c: max(len(str(r[c])) for r in table) for c in columns}
     for row in table:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())

@@ -18,7 +18,7 @@ from agentfile.manifest.cache import cached
 from agentfile.manifest.dataform import load_json, load_yaml
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
 from agentfile.manifest.lower import SpanTable, lower
-from agentfile.manifest.model import DirRef, Manifest
+from agentfile.manifest.model import Agent, DirRef, Manifest
 from agentfile.manifest.parse import parse
 from agentfile.manifest.semantics import Checker
 from agentfile.manifest.validate import validate
@@ -45,6 +45,13 @@ class LoadedManifest:
         if target.kind != "agent":
             return None
         return target.definition.agent or self.manifest.options.agent or "claude"
+
+    def agent_definition(self, target: ConcreteTarget) -> tuple[str | None, Agent | None]:
+        """The agent's name and definition (a bare provider name is an agent with defaults)."""
+        name = self.agent_of(target)
+        if name is None:
+            return None, None
+        return name, self.manifest.agents.get(name) or Agent.model_validate({"provider": name})
 
     def isolation_of(self, target: ConcreteTarget) -> str | DirRef:
         """Agent targets default to `options.isolation` (else worktree), others to none."""
