@@ -238,6 +238,14 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
     return Outcome(proc.returncode, stopped, time.monotonic() - started, tail)
 
 
+def read_some(fd: int) -> bytes | None:
+    """What a non-blocking pipe holds now (up to 64 KiB; b"" if nothing yet), None at its end."""
+    try:
+        return os.read(fd, 65536) or None
+    except BlockingIOError:
+        return b""
+
+
 class Lines:
     """A process's output as it arrives: into its log (secrets masked), the tail, and
     `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
@@ -315,14 +323,11 @@ class _Pump:
                         return reason
 
     def read(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
+        data = read_some(self.fd)
+        if data is None:
             self.eof = True
-            return
-        self.lines.feed(data)
+        else:
+            self.lines.feed(data)
 
     def drain(self) -> None:
         """What is left in the pipe after the tree was stopped, then the last partial line."""

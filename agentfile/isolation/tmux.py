@@ -287,15 +287,12 @@ class _Stream:
         self.pending = bytearray()
 
     def read(self) -> None:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return
-        if not data:
+        data = process.read_some(self.fd)
+        if data is None:
             self.eof = True
-            return
-        self.copy(data)
-        self.lines.feed(data)
+        elif data:
+            self.copy(data)
+            self.lines.feed(data)
 
     def copy(self, data: bytes) -> None:
         if self.mirror is None:
