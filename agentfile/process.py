@@ -27,6 +27,7 @@ import psutil
 from agentfile.secrets import redactor
 
 GRACE_SECONDS = 2.0
+ADOPTED_AFTER_SECONDS = 0.5
 TAG_VARIABLE = "AGENTFILE_PROCESS_TAG"
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -195,6 +196,7 @@ class Launch:
     env: Mapping[str, str]
     deadline: float | None = None  # time.monotonic() after which the tree is stopped
     tag: str = ""  # marks the tree's environment, to find members that escaped it
+    header: str = ""  # a line for the log before the output (what runs, and when)
 
 
 TAIL_LINES = 40
@@ -212,23 +214,23 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
     left running in its group is stopped too. `known` is filled by whoever samples the tree
     (the monitor) with every member it saw, so members that escaped are stopped as well.
     """
-    shell = isinstance(launch.command, str)
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab", buffering=0) as sink:
         env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else dict(launch.env)
-        proc = subprocess.Popen(
-            launch.command, shell=shell, cwd=launch.cwd, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, executable="/bin/sh" if shell else None,
-        )
+        proc = _spawn(launch.command, launch.cwd, env)
         if on_start is not None:
             on_start(proc.pid)
         seen = known if known is not None else {}
         tail: list[str] = []
-        pump = _Pump(proc, sink, tail, on_line)
+        pump = _Pump(proc, sink, tail, on_line, launch.header)
         stopped = pump.until_exit(launch.deadline, watch, cancel)
-        known = {**_snapshot(seen), **adopted(launch.tag)}
+        known = _snapshot(seen)
+        if known or time.monotonic() - started > ADOPTED_AFTER_SECONDS:
+            # A child that daemonised is re-parented to us: find it by its tag. A target too
+            # short for the monitor to see any child rarely has one; the build's end reaps
+            # whatever is left anyway.
+            known.update(adopted(launch.tag))
         if stopped is not None or known or _group_alive(proc.pid):
             stop_tree(proc.pid, grace=GRACE_SECONDS if stopped else 0.2, known=known,
                       leader=proc)
@@ -236,6 +238,41 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
         _reap(known)
         pump.drain()
     return Outcome(proc.returncode, stopped, time.monotonic() - started, tail)
+
+
+# As in make: a command line without these, whose first word is no shell builtin, is exec'd
+# directly; the shell it would cost is most of a short command's time.
+_SHELL_CHARS = frozenset("#;\"'*?[]&|<>(){}$`^~!\\\n=%")
+_SHELL_WORDS = frozenset({".", ":", "alias", "break", "case", "cd", "command", "continue",
+                          "eval", "exec", "exit", "export", "for", "if", "read", "readonly",
+                          "return", "set", "shift", "source", "test", "times", "trap", "type",
+                          "ulimit", "umask", "unset", "wait", "while", "["})
+
+
+def direct_argv(command: str) -> list[str] | None:
+    """The argv to exec for a command line that needs no shell, else None."""
+    if any(c in _SHELL_CHARS for c in command):
+        return None
+    words = command.split()
+    if not words or words[0] in _SHELL_WORDS:
+        return None
+    return words
+
+
+def _spawn(command: str | list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    argv = command if isinstance(command, list) else direct_argv(command)
+    if argv is not None:
+        try:
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except (FileNotFoundError, PermissionError):
+            if isinstance(command, list):
+                raise
+            # Not a program on PATH: the shell says so, and exits 127, as it would have.
+    return subprocess.Popen(command, shell=True, executable="/bin/sh", cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def read_some(fd: int) -> bytes | None:
@@ -251,7 +288,9 @@ class Lines:
     `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
 
     def __init__(self, sink: BinaryIO, tail: list[str],
-                 on_line: Callable[[str], None] | None) -> None:
+                 on_line: Callable[[str], None] | None, header: str = "") -> None:
+        if header:
+            sink.write(_masked(header.encode("utf-8") + b"\n"))
         self.sink = sink
         self.tail = tail
         self.on_line = on_line
@@ -283,12 +322,12 @@ class _Pump:
     """Moves a child's output into its log, a line at a time, without ever blocking."""
 
     def __init__(self, proc: subprocess.Popen[bytes], sink: BinaryIO, tail: list[str],
-                 on_line: Callable[[str], None] | None) -> None:
+                 on_line: Callable[[str], None] | None, header: str = "") -> None:
         assert proc.stdout is not None
         self.proc = proc
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
-        self.lines = Lines(sink, tail, on_line)
+        self.lines = Lines(sink, tail, on_line, header)
         self.eof = False
 
     def until_exit(self, deadline: float | None,

@@ -299,9 +299,9 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     def on_start(pid: int) -> None:
         progress.pid = pid
 
-    _log_header(job.log, number, command)
     sampler = Sampler(job, usage, request if agent is not None else None)
-    launch = process.Launch(command, workspace.path, env, deadline, job.tag)
+    launch = process.Launch(command, workspace.path, env, deadline, job.tag,
+                            _log_header(number, command))
     if job.terminal is not None:
         from agentfile.isolation.tmux import run_in_pane
 
@@ -356,18 +356,15 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
             env: Mapping[str, str], deadline: float | None) -> tuple[str, str | None]:
     assert job.target.definition.verify is not None
     command = substitute(job.target.definition.verify, shell_values(values))
-    _log_header(job.log, None, command, label="verify")
-    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag),
+    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag,
+                                         _log_header(None, command, label="verify")),
                           log=job.log, cancel=job.cancel, known=job.known)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
 
 
-def _log_header(log: Path, attempt: int | None, command: str | list[str],
-                label: str = "attempt") -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
+def _log_header(attempt: int | None, command: str | list[str], label: str = "attempt") -> str:
+    """The line a log gets before each attempt's output: what ran, and when."""
     shown = command if isinstance(command, str) else shlex.join(command)
     head = f"{label} {attempt}" if attempt is not None else label
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"=== agentfile: {head} at {time.strftime('%H:%M:%S')}: "
-                     f"{redactor().text(shown)}\n")
+    return f"=== agentfile: {head} at {time.strftime('%H:%M:%S')}: {shown}"

@@ -31,7 +31,7 @@ from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
-from agentfile.manifest.model import DailyBudget, DirRef, describe_isolation
+from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
 from agentfile.runner import Job, Progress, TargetResult
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
@@ -345,8 +345,8 @@ class Scheduler:
             log=self.files.log(name),
             prompt_file=self.files.prompt(name), result_file=self.files.result(name),
             usage_file=self.files.usage(name), agent=agent, budget=budget,
-            dep_results=self._dep_texts(target, "result"),
-            dep_diffs=self._dep_texts(target, "diff"),
+            dep_results=self._dep_texts(target, "result") if _uses_deps(target) else {},
+            dep_diffs=self._dep_texts(target, "diff") if _uses_deps(target) else {},
             cancel=threading.Event(), progress=Progress(),
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}",
@@ -416,13 +416,6 @@ class Scheduler:
                 status = "failed"
         result.status = status
         self.outcome.results[name] = result
-        for attempt in result.attempts:
-            self.store.record_attempt(
-                self.run_id, name, attempt.number, status=attempt.status,
-                exit_code=attempt.exit_code, started=attempt.started,
-                finished=attempt.finished, cost_usd=attempt.cost_usd, tokens=attempt.tokens,
-                peak_rss_bytes=attempt.peak_rss_bytes, cpu_s=attempt.cpu_s,
-                session=attempt.session)
         self.spent += result.cost_usd
         if self.request.ledger is not None and running.target.kind == "agent":
             _, agent = self.loaded.agent_definition(running.target)
@@ -431,12 +424,20 @@ class Scheduler:
                     repo=str(self.loaded.root), run=self.run_id, target=name,
                     agent=running.agent_name, provider=agent.provider if agent else None,
                     cost_usd=attempt.cost_usd, tokens=attempt.tokens)
-        if status == "succeeded":
-            self.ran.add(name)
-            self.store.record_fingerprint(name, self.fingerprints[name], self.run_id)
-        else:
-            self.store.forget_fingerprint(name)
-        self._finish(name, status, result=result)
+        with self.store.batch():  # this target's rows, committed once
+            for attempt in result.attempts:
+                self.store.record_attempt(
+                    self.run_id, name, attempt.number, status=attempt.status,
+                    exit_code=attempt.exit_code, started=attempt.started,
+                    finished=attempt.finished, cost_usd=attempt.cost_usd, tokens=attempt.tokens,
+                    peak_rss_bytes=attempt.peak_rss_bytes, cpu_s=attempt.cpu_s,
+                    session=attempt.session)
+            if status == "succeeded":
+                self.ran.add(name)
+                self.store.record_fingerprint(name, self.fingerprints[name], self.run_id)
+            else:
+                self.store.forget_fingerprint(name)
+            self._finish(name, status, result=result)
         if status not in SUCCESS and self.outcome.stopped is None and \
                 not self.request.keep_going and status != "interrupted":
             self.outcome.stopped = "failure"
@@ -544,6 +545,16 @@ class Scheduler:
 
     def emit(self, event: str, **fields: object) -> None:
         self.reporter.emit(make_event(event, self.run_id, **fields))
+
+
+def _uses_deps(target: ConcreteTarget) -> bool:
+    """Whether the target's texts ask for `{deps.…}`: only then are its dependencies'
+    messages and diffs looked up."""
+    definition = target.definition
+    texts = [definition.run, definition.verify,
+             definition.prompt if isinstance(definition.prompt, str) else None]
+    return isinstance(definition.prompt, FileRef) or any(
+        t is not None and "{deps." in t for t in texts)
 
 
 def _git_or_none(root: Path) -> Git | None:

@@ -10,7 +10,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,20 @@ class Store:
     def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
         with self.lock:
             self.db.execute(sql, args)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes as one transaction: one commit for a finished target's rows."""
+        with self.lock:
+            self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with self.lock:
+                self.db.execute("ROLLBACK")
+            raise
+        with self.lock:
+            self.db.execute("COMMIT")
 
     # -- runs ---------------------------------------------------------------------------
 

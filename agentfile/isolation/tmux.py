@@ -278,10 +278,11 @@ class _Stream:
     never blocks: what the terminal cannot take yet waits, up to a bound, then is dropped,
     so a slow pane can never stall the target or the log."""
 
-    def __init__(self, fd: int, sink: BinaryIO, on_line: Callable[[str], None] | None) -> None:
+    def __init__(self, fd: int, sink: BinaryIO, on_line: Callable[[str], None] | None,
+                 header: str = "") -> None:
         self.fd = fd
         self.tail: list[str] = []
-        self.lines = process.Lines(sink, self.tail, on_line)
+        self.lines = process.Lines(sink, self.tail, on_line, header)
         self.eof = False
         self.mirror: int | None = None
         self.pending = bytearray()
@@ -396,7 +397,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
         # the launcher is past the gate, holding it open: an end of file is then real.
         out_fd = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
         sink = open(log, "ab", buffering=0)  # noqa: SIM115 (closed in finally, with out_fd)
-        stream = _Stream(out_fd, sink, on_line)
+        stream = _Stream(out_fd, sink, on_line, launch.header)
         descriptor = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(_launcher(launch, cwd, gate=gate, out=out))
