@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from agentfile import process
 from agentfile.agents import provider
-from agentfile.agents.base import AgentRequest, Usage
+from agentfile.agents.base import AgentRequest, Provider, Usage
 from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute
@@ -257,49 +257,27 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     values = placeholder_values(job, workspace)
     _dep_aliases(job, values)
     definition = job.target.definition
-    agent = job.agent
-    message: str | None = None
-    extra_env: dict[str, str] = {}
-    unset: tuple[str, ...] = ()
-    line_parser: Callable[[str], None] | None = None
-    if agent is not None:
-        chosen = provider(agent.provider)
-        job.prompt_file.parent.mkdir(parents=True, exist_ok=True)
-        job.prompt_file.write_text(compose_prompt(job, values, failure), encoding="utf-8")
-        job.result_file.parent.mkdir(parents=True, exist_ok=True)
-        job.result_file.unlink(missing_ok=True)
-        job.usage_file.parent.mkdir(parents=True, exist_ok=True)
-        job.usage_file.unlink(missing_ok=True)
-        request = AgentRequest(job.target.name, job.run_id, agent, workspace.path,
-                               job.prompt_file, job.result_file, job.usage_file, number,
-                               shell_values(values), session, _money_left(job))
-        planned = chosen.command(request)
-        command: str | list[str] = planned.command
-        extra_env = dict(planned.env)
-        unset = planned.unset
-
-        def parse(line: str) -> None:
-            chosen.parse_line(line, usage, request)
-            progress.cost_usd = usage.priced(agent)
-
-        line_parser = parse
+    call = _call_agent(job, workspace, number, values, failure, session) if job.agent else None
+    if call is not None:
+        command = call.command
     else:
         assert definition.run is not None
         command = substitute(definition.run, shell_values(values))
-    env = environment(job, workspace, extra_env)
-    for name in unset:
+    env = environment(job, workspace, call.env if call else {})
+    for name in call.unset if call else ():
         env.pop(name, None)
 
     def on_line(line: str) -> None:
         if line.strip():
             progress.last_line = line
-        if line_parser is not None:
-            line_parser(line)
+        if call is not None:
+            call.provider.parse_line(line, usage, call.request)
+            progress.cost_usd = usage.priced(call.request.agent)
 
     def on_start(pid: int) -> None:
         progress.pid = pid
 
-    sampler = Sampler(job, usage, request if agent is not None else None)
+    sampler = Sampler(job, usage, call.request if call else None)
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(number, command))
     if job.terminal is not None:
@@ -312,12 +290,12 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         outcome = process.run(launch, log=job.log, on_line=on_line, watch=sampler,
                               cancel=job.cancel, on_start=on_start, known=job.known)
     progress.pid = None
-    if agent is not None:
-        sampler()  # the last word on usage, written just before it exited
     status, error = _status(outcome)
+    message: str | None = None
     session_out = session
-    if agent is not None:
-        verdict = provider(agent.provider).verdict(request, outcome.exit_code, outcome.tail)
+    if call is not None:
+        sampler()  # the last word on usage, written just before it exited
+        verdict = call.provider.verdict(call.request, outcome.exit_code, outcome.tail)
         message = verdict.message
         session_out = verdict.session or session
         if status in ("succeeded", "failed") and not verdict.ok:
@@ -331,6 +309,34 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
                    cost_usd=progress.cost_usd, tokens=usage.tokens,
                    peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
                    session=session_out, error=error), message
+
+
+@dataclass
+class _AgentCall:
+    """One attempt's call of an agent CLI: who, with what, and how to read it."""
+
+    provider: Provider
+    request: AgentRequest
+    command: str | list[str]
+    env: dict[str, str]
+    unset: tuple[str, ...]
+
+
+def _call_agent(job: Job, workspace: Workspace, number: int, values: Mapping[str, str],
+                failure: str | None, session: str | None) -> _AgentCall:
+    """Write the prompt as sent, clear last attempt's result and usage, ask the provider."""
+    assert job.agent is not None
+    chosen = provider(job.agent.provider)
+    for path in (job.prompt_file, job.result_file, job.usage_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    job.prompt_file.write_text(compose_prompt(job, values, failure), encoding="utf-8")
+    job.result_file.unlink(missing_ok=True)
+    job.usage_file.unlink(missing_ok=True)
+    request = AgentRequest(job.target.name, job.run_id, job.agent, workspace.path,
+                           job.prompt_file, job.result_file, job.usage_file, number,
+                           shell_values(values), session, _money_left(job))
+    planned = chosen.command(request)
+    return _AgentCall(chosen, request, planned.command, dict(planned.env), planned.unset)
 
 
 def _money_left(job: Job) -> float | None:
