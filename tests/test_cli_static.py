@@ -96,7 +96,8 @@ def test_plan(repo: Path, agentfile_cli: Run) -> None:
     data = json.loads(agentfile_cli("plan", "--json", cwd=repo).out)
     assert data["waves"] == [["a"], ["b", "c"], ["all"]]
     assert data["critical_path"] == ["a", "b", "all"]
-    assert data["estimate"] == {"unit": "targets", "sequential": 4.0, "parallel": 3.0}
+    assert data["estimate"] == {"unit": "targets", "sequential": 4.0, "parallel": 3.0,
+                                "guessed": 0}
     one = json.loads(agentfile_cli("plan", "-j1", "--json", "b", cwd=repo).out)
     assert one["waves"] == [["a"], ["b"]] and one["estimate"]["parallel"] == 2.0
     text = agentfile_cli("plan", cwd=repo).out
@@ -142,3 +143,14 @@ def test_usage_errors_exit_2(repo: Path, agentfile_cli: Run) -> None:
     assert agentfile_cli("graph", "--format", "png", cwd=repo).code == 2
     assert agentfile_cli("nonsense", cwd=repo).code == 2
     assert agentfile_cli("-f", "missing", "check", cwd=repo).code == 2
+
+
+def test_plan_uses_earlier_durations(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('slow:\n    run = "sleep 0.4"\nquick:\n    run = "true"\n'
+                                    'after: quick\n    run = "true"\n')
+    before = json.loads(agentfile_cli("plan", "--json", cwd=repo).out)
+    assert before["critical_path"] == ["quick", "after"]  # by target count: 2 > 1
+    assert agentfile_cli("build", cwd=repo).code == 0
+    after = json.loads(agentfile_cli("plan", "--json", cwd=repo).out)
+    assert after["critical_path"] == ["slow"]  # by duration: 0.4 s > two no-ops
+    assert after["estimate"]["unit"] == "seconds" and after["estimate"]["guessed"] == 0

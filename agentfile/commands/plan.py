@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 from agentfile import graph as g
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
+from agentfile.layout import Layout
 from agentfile.manifest.load import LoadedManifest
+from agentfile.state import open_store
 
 
 def selected(loaded: LoadedManifest, targets: list[str]) -> list[str]:
@@ -16,13 +19,31 @@ def selected(loaded: LoadedManifest, targets: list[str]) -> list[str]:
     return g.select(loaded.graph, loaded.resolve(wanted))
 
 
+def earlier_durations(loaded: LoadedManifest, names: list[str]) -> tuple[dict[str, float], int]:
+    """Each target's duration in its last successful run; targets never run count at the
+    median of the known ones. Also how many were guessed that way."""
+    store = open_store(Layout(loaded.root).database, readonly=True)
+    if store is None:
+        return {}, 0
+    try:
+        known = {n: d for n, d in store.durations().items() if n in set(names)}
+    finally:
+        store.close()
+    if not known:
+        return {}, 0
+    median = statistics.median(known.values())
+    guessed = [n for n in names if n not in known]
+    return {**{n: median for n in guessed}, **known}, len(guessed)
+
+
 def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool) -> int:
     loaded = load_manifest(file)
     names = selected(loaded, targets)
     slots = jobs or loaded.manifest.options.jobs or os.cpu_count() or 1
+    durations, guessed = earlier_durations(loaded, names)
     waves = g.waves(loaded.graph, names)
-    critical = g.critical_path(loaded.graph, names)
-    estimate = g.estimate(loaded.graph, names, slots)
+    critical = g.critical_path(loaded.graph, names, durations or None)
+    estimate = g.estimate(loaded.graph, names, slots, durations or None)
     if as_json:
         print_json({
             "targets": len(names),
@@ -30,17 +51,22 @@ def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: boo
             "waves": waves,
             "critical_path": critical,
             "estimate": {"unit": "seconds" if estimate.known else "targets",
-                         "sequential": estimate.sequential, "parallel": estimate.parallel},
+                         "sequential": estimate.sequential, "parallel": estimate.parallel,
+                         "guessed": guessed},
         })
         return EXIT_OK
     print(f"{len(names)} targets in {len(waves)} waves, -j{slots}")
     for number, wave in enumerate(waves, start=1):
         print(f"  wave {number}: {', '.join(wave)}")
-    print(f"critical path ({len(critical)} targets): {' -> '.join(critical)}")
+    length = f"{sum(durations[n] for n in critical):.3g}s" if durations else \
+        f"{len(critical)} targets"
+    print(f"critical path ({length}): {' -> '.join(critical)}")
     unit = "s" if estimate.known else " target-steps"
     speedup = estimate.sequential / estimate.parallel if estimate.parallel else 1.0
-    print(f"estimate: sequential {estimate.sequential:g}{unit}, parallel "
-          f"{estimate.parallel:g}{unit} with -j{slots} ({speedup:.1f}x)")
+    print(f"estimate: sequential {estimate.sequential:.3g}{unit}, parallel "
+          f"{estimate.parallel:.3g}{unit} with -j{slots} ({speedup:.1f}x)")
     if not estimate.known:
         print("  (no earlier runs yet: every target counts as one step)")
+    elif guessed:
+        print(f"  ({guessed} target(s) never ran: counted at the median of the others)")
     return EXIT_OK
