@@ -141,7 +141,7 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive
 
 
-def _snapshot(shared: dict[int, float]) -> dict[int, float]:
+def snapshot(shared: dict[int, float]) -> dict[int, float]:
     """A copy of a map another thread (the monitor) may be adding to."""
     for _ in range(5):
         try:
@@ -225,7 +225,7 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
         tail: list[str] = []
         pump = _Pump(proc, sink, tail, on_line, launch.header)
         stopped = pump.until_exit(launch.deadline, watch, cancel)
-        known = _snapshot(seen)
+        known = snapshot(seen)
         if known or time.monotonic() - started > ADOPTED_AFTER_SECONDS:
             # A child that daemonised is re-parented to us: find it by its tag. A target too
             # short for the monitor to see any child rarely has one; the build's end reaps

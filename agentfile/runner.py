@@ -285,7 +285,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
 
         outcome = run_in_pane(job.terminal, job.target.name, launch, log=job.log,
                               on_line=on_line, watch=sampler, cancel=job.cancel,
-                              on_start=on_start)
+                              on_start=on_start, known=job.known)
     else:
         outcome = process.run(launch, log=job.log, on_line=on_line, watch=sampler,
                               cancel=job.cancel, on_start=on_start, known=job.known)

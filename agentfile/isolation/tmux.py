@@ -369,7 +369,8 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
                 on_line: Callable[[str], None] | None = None,
                 watch: Callable[[], str | None] | None = None,
                 cancel: threading.Event | None = None,
-                on_start: Callable[[int], None] | None = None) -> process.Outcome:
+                on_start: Callable[[int], None] | None = None,
+                known: dict[int, float] | None = None) -> process.Outcome:
     """`process.run`, but in a new window of `session`, where a person can watch it live.
 
     Same contract: output streamed into `log` as it comes, the tree stopped on the deadline
@@ -388,7 +389,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
     ended: _Exit | None = None
     stream: _Stream | None = None
     finished = False
-    known: dict[int, float] = {}
+    seen = known if known is not None else {}  # filled by the monitor, as for process.run
     try:
         gate, out, script = work / "gate", work / "out", work / "launch.sh"
         os.mkfifo(gate, 0o600)
@@ -427,11 +428,12 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
         # The shell reads the script through a descriptor it holds: the environment need not
         # stay on disk.
         script.unlink(missing_ok=True)
-        stopped = _until_exit(ended, stream, known, launch.deadline, watch, cancel)
+        stopped = _until_exit(ended, stream, launch.deadline, watch, cancel)
+        members = process.snapshot(seen)
         if stopped is not None:
-            process.stop_tree(pid, known={**known, **_stragglers(pid, launch.tag, since, {})})
+            process.stop_tree(pid, known={**members, **_stragglers(pid, launch.tag, since, {})})
         else:
-            left = _stragglers(pid, launch.tag, since, known)
+            left = _stragglers(pid, launch.tag, since, members)
             if left:
                 process.stop_tree(pid, grace=0.2, known=left)
         stream.drain()
@@ -441,7 +443,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
     finally:
         if not finished and ended is not None:
             # Raised half way (on_line, watch, an interrupt): nothing may be left running.
-            process.stop_tree(ended.pid, grace=0.5, known=known)
+            process.stop_tree(ended.pid, grace=0.5, known=process.snapshot(seen))
         if ended is not None:
             ended.close()
         if stream is not None:
@@ -454,12 +456,11 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _until_exit(ended: _Exit, stream: _Stream, known: dict[int, float],
+def _until_exit(ended: _Exit, stream: _Stream,
                 deadline: float | None, watch: Callable[[], str | None] | None,
                 cancel: threading.Event | None) -> str | None:
     """Copy output until the pane's process has exited and the fifo is closed (or nearly):
     None; or return a reason to stop it first."""
-    # Most targets end within 100 ms: sampling the tree (a /proc scan) waits until then.
     next_check = time.monotonic() + 0.1
     exited_at: float | None = None
     while True:
@@ -483,9 +484,6 @@ def _until_exit(ended: _Exit, stream: _Stream, known: dict[int, float],
             return "timeout"
         if now >= next_check:
             next_check = now + 0.1
-            for member in process.tree(ended.pid)[1:]:
-                with contextlib.suppress(psutil.Error):
-                    known.setdefault(member.pid, member.create_time())
             reason = watch() if watch is not None else None
             if reason is not None:
                 return reason
