@@ -40,10 +40,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if __package__ in (None, ""):  # started as `python benchmarks/NAME.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.peers import agentfile_command, timed
 
 GOAL_RATIO = 1.5
 TOOLS_ORDER = ("agentfile", "make", "doit")
@@ -140,12 +143,6 @@ class Bench:
         return path
 
 
-def agentfile_command() -> list[str]:
-    script = Path(sys.executable).parent / "agentfile"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("agentfile")
-    return [found] if found else [sys.executable, "-m", "agentfile"]
 
 
 def doit_command() -> list[str]:
@@ -153,20 +150,6 @@ def doit_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "doit"]
 
 
-def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, int]:
-    env = dict(os.environ, NO_COLOR="1")
-    with log.open("wb") as out:
-        started = time.perf_counter()
-        done = subprocess.run(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        seconds = time.perf_counter() - started
-    return seconds, done.returncode
 
 
 def check_agentfile(workdir: Path, expected: set[str]) -> tuple[str, float | None]:

@@ -29,13 +29,15 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+if __package__ in (None, ""):  # started as `python benchmarks/NAME.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.peers import agentfile_command, timed
 
 GOAL_SLACK = 0.10
 INDEPENDENT = 8
@@ -89,28 +91,8 @@ class Run:
     order: str = ""  # agentfile: targets by start time
 
 
-def agentfile_command() -> list[str]:
-    script = Path(sys.executable).parent / "agentfile"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("agentfile")
-    return [found] if found else [sys.executable, "-m", "agentfile"]
 
 
-def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, int]:
-    env = dict(os.environ, NO_COLOR="1")
-    with log.open("wb") as out:
-        started = time.perf_counter()
-        done = subprocess.run(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        seconds = time.perf_counter() - started
-    return seconds, done.returncode
 
 
 def read_summary(workdir: Path, expected: set[str]) -> tuple[str, float | None, str]:
