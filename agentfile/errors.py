@@ -10,6 +10,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -18,9 +19,11 @@ EXIT_BUDGET = 3
 EXIT_INTERRUPTED = 130
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Where something stands in a manifest: 1-based line and column."""
+class Span(NamedTuple):
+    """Where something stands in a manifest: 1-based line and column.
+
+    A named tuple rather than a frozen dataclass: a large manifest makes a few hundred
+    thousand of them, and a tuple is built three times faster."""
 
     path: str
     line: int

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import agentfile.manifest.fastparse as fastparse_module
 import agentfile.manifest.load as load_module
 import agentfile.manifest.parse as parse_module
 import agentfile.manifest.validate as validate_module
@@ -42,7 +43,8 @@ def clock() -> float:
 # of the row above them.
 STAGES: tuple[tuple[str, Any, str], ...] = (
     ("read + parse (language) or YAML/JSON", load_module, "read_document"),
-    ("  prescan: tabs, control characters", parse_module, "_prescan"),
+    ("  fast path: syntax nodes", fastparse_module, "parse"),
+    ("  lark (what the fast path leaves): prescan", parse_module, "_prescan"),
     ("  lark: lex + LALR + syntax nodes", parse_module, "_run"),
     ("  lowering to the data form", load_module, "lower"),
     ("  YAML: compose + spans + construct", load_module, "load_yaml"),

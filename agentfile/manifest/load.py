@@ -14,12 +14,12 @@ from typing import Any
 
 from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
 from agentfile.graph import CycleError, Graph, build_graph
+from agentfile.manifest import fastparse
 from agentfile.manifest.cache import cached
 from agentfile.manifest.dataform import load_json, load_yaml
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
 from agentfile.manifest.lower import SpanTable, lower
 from agentfile.manifest.model import Agent, DirRef, Manifest
-from agentfile.manifest.parse import parse
 from agentfile.manifest.semantics import Checker
 from agentfile.manifest.validate import validate
 
@@ -145,7 +145,12 @@ def read_document(path: Path, display: str | None = None) -> Source:
 
 def _read(text: str, form: str, shown: str) -> Source:
     if form == "agentfile":
-        document, problems = parse(text, shown)
+        document = fastparse.parse(text, shown)
+        problems: list[Problem] = []
+        if document is None:  # a mistake, or a rare form: lark reads it and says what is wrong
+            from agentfile.manifest.parse import parse
+
+            document, problems = parse(text, shown)
         lowering = lower(document)
         return Source(lowering.doc, lowering.spans, problems + lowering.problems,
                       lowering.damaged)
@@ -231,6 +236,9 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManif
                                      "the manifest nests values too deeply")]) from None
     finally:
         if enabled:
+            # What was built lives as long as the process: the collector need never scan it.
+            # (Re-enabled without this, its first pass walks every object just made.)
+            gc.freeze()
             gc.enable()
 
 

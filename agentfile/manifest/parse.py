@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,8 @@ from lark.indenter import Indenter
 
 from agentfile.errors import ManifestError, Problem, Span
 from agentfile.manifest import syntax as s
+from agentfile.manifest.text import CONTROL, TAB_INDENT, dedent_block, unescape
 from agentfile.resources import resource_path
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\", "/": "/",
-            "0": "\0"}
-_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
 
 # What the parser expected, said in words rather than terminal names.
 _TOKEN_WORDS = {
@@ -100,32 +96,6 @@ def _span_of(path: str, children: list[Any]) -> Span:
 
 def _token_span(path: str, tok: Token) -> Span:
     return Span(path, tok.line or 1, tok.column or 1, tok.end_line, tok.end_column)
-
-
-def unescape(raw: str, span: Span) -> str:
-    """Decode the JSON-style escapes of a quoted string's body."""
-
-    def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code.startswith("u") and len(code) == 5:
-            return chr(int(code[1:], 16))
-        if code in _ESCAPES:
-            return _ESCAPES[code]
-        raise ManifestError([Problem(span, f"unknown escape '\\{code}' in a string")])
-
-    return _ESCAPE_RE.sub(one, raw) if "\\" in raw else raw
-
-
-def dedent_block(raw: str) -> str:
-    """The body of a `\"\"\"` string: first newline dropped, common indentation removed."""
-    lines = raw.split("\n")
-    if lines and not lines[0].strip():
-        lines = lines[1:]
-    if lines and not lines[-1].strip():
-        lines[-1] = ""
-    indents = [len(ln) - len(ln.lstrip(" ")) for ln in lines if ln.strip()]
-    cut = min(indents, default=0)
-    return "\n".join(ln[cut:] for ln in lines)
 
 
 @v_args(inline=False)
@@ -338,21 +308,17 @@ def _run(source: str, path: str) -> s.Document:
     return tree
 
 
-_TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
-
-
 def _prescan(text: str, path: str) -> list[Problem]:
     """Problems a parser would report badly: tabs in indentation and control characters."""
-    if not _TAB_INDENT.search(text) and not _CONTROL.search(text):
+    if not TAB_INDENT.search(text) and not CONTROL.search(text):
         return []  # the common case, in one pass of two regular expressions
     problems: list[Problem] = []
     for number, line in enumerate(text.split("\n"), start=1):
-        tab = _TAB_INDENT.match(line)
+        tab = TAB_INDENT.match(line)
         if tab:
             problems.append(Problem(Span(path, number, tab.end()),
                                     "tab in indentation; indent with spaces"))
-        bad = _CONTROL.search(line)
+        bad = CONTROL.search(line)
         if bad:
             problems.append(Problem(Span(path, number, bad.start() + 1),
                                     f"unexpected control character U+{ord(bad.group()):04X}"))

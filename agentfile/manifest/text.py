@@ -1,0 +1,42 @@
+"""Rules on the text of an Agentfile that both of its readers apply (the hand-written fast
+path in fastparse.py and lark in parse.py): string escapes, `\"\"\"` blocks, and the
+characters no manifest may hold."""
+
+from __future__ import annotations
+
+import re
+
+from agentfile.errors import ManifestError, Problem, Span
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\", "/": "/",
+            "0": "\0"}
+_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
+
+
+def unescape(raw: str, span: Span) -> str:
+    """Decode the JSON-style escapes of a quoted string's body."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code.startswith("u") and len(code) == 5:
+            return chr(int(code[1:], 16))
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        raise ManifestError([Problem(span, f"unknown escape '\\{code}' in a string")])
+
+    return _ESCAPE_RE.sub(one, raw) if "\\" in raw else raw
+
+
+def dedent_block(raw: str) -> str:
+    """The body of a `\"\"\"` string: first newline dropped, common indentation removed."""
+    lines = raw.split("\n")
+    if lines and not lines[0].strip():
+        lines = lines[1:]
+    if lines and not lines[-1].strip():
+        lines[-1] = ""
+    indents = [len(ln) - len(ln.lstrip(" ")) for ln in lines if ln.strip()]
+    cut = min(indents, default=0)
+    return "\n".join(ln[cut:] for ln in lines)
