@@ -80,11 +80,11 @@ class Variables:
 
     def expand(self, value: Any, where: KeyPath) -> Any:
         if isinstance(value, str):
+            if "$" not in value:
+                return value
             whole = _VARREF.fullmatch(value)
             if whole and whole.group(1):
                 return self.value(whole.group(1), where)
-            if "$" not in value:
-                return value
 
             def one(match: re.Match[str]) -> str:
                 if match.group(1) is None:
@@ -124,6 +124,8 @@ def span_for(spans: SpanTable, path: KeyPath) -> Span:
 
 def placeholders(text: str) -> list[str]:
     """The `{…}` placeholder names in a string (`{{` and `}}` are literal braces)."""
+    if "{" not in text:
+        return []
     return [m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1) is not None]
 
 

@@ -1,12 +1,13 @@
 """A hand-written reader for well-formed Agentfiles: the same syntax nodes as the LALR parser.
 
 lark's lexer, LALR driver and tree callbacks cost about 165 µs per target of a generated
-10k-target manifest, most of a cold load; this reader takes about 31 µs. This reader walks the text once with a few compiled regular expressions and builds the
-nodes of `syntax.py` directly, with the very spans lark's tokens would give. It accepts a
-strict subset of the grammar: on anything it is not sure of (a syntax error, a keyword used as
-a name, a tab, a carriage return, a dedent that needs thought) it gives up and returns None,
-and `parse.parse` asks lark, which also writes the error messages. So a manifest with a
-mistake costs one extra, fast attempt, and a valid one never meets lark at all.
+10k-target manifest, most of a cold load; this reader takes about 30 µs. It walks the text
+once with a few compiled regular expressions and builds the nodes of `syntax.py` directly,
+with the very spans lark's tokens would give. It accepts a strict subset of the grammar: on
+anything it is not sure of (a syntax error, a tab, a carriage return, an indented first line,
+a dedent that needs thought) it gives up and returns None, and the loader asks lark, which
+also writes the error messages. So a manifest with a mistake costs one extra, fast attempt,
+and a valid one never meets lark at all.
 
 The contract, checked by tests/test_fastparse.py on the examples, on generated and on broken
 manifests: whenever this returns a Document, lark returns an equal one (spans included) and

@@ -26,6 +26,7 @@ from agentfile.manifest.validate import validate
 MANIFEST_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json",
                   "agentfile", "agentfile.yaml", "agentfile.yml", "agentfile.json")
 _MERGED = ("vars", "options")
+FREEZE_TARGETS = 1000
 _UNIQUE = {"targets": "target", "agents": "agent"}
 
 
@@ -230,16 +231,20 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManif
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(path, environ)
+        loaded = _load(path, environ)
     except RecursionError:
         raise ManifestError([Problem(Span(display_path(path), 1, 1),
                                      "the manifest nests values too deeply")]) from None
     finally:
         if enabled:
-            # What was built lives as long as the process: the collector need never scan it.
-            # (Re-enabled without this, its first pass walks every object just made.)
-            gc.freeze()
             gc.enable()
+    if enabled and len(loaded.targets) >= FREEZE_TARGETS:
+        # A large manifest lives as long as the process: moved out of the collector's sight,
+        # its objects are not all walked by the first collection after the load (0.1 s at
+        # 10k targets). Small ones are not worth it: a long process (a test run) loading
+        # many would keep their cyclic garbage forever.
+        gc.freeze()
+    return loaded
 
 
 def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:

@@ -19,6 +19,8 @@ KeyPath = tuple[str | int, ...]
 ATTRIBUTES = frozenset({*TARGET_ATTRIBUTES, *AGENT_ATTRIBUTES, *OPTION_NAMES} - {"default"})
 SpanTable = dict[KeyPath, Span]
 CALLS = ("file", "glob", "lines", "dir")
+# Attributes whose value is a list of typed quantities, each lowered by the method of its name.
+_TYPED = frozenset({"budget", "throttle", "daily_budget", "price"})
 
 
 class Lowering:
@@ -146,14 +148,8 @@ class Lowering:
     # -- values -------------------------------------------------------------------------
 
     def attribute(self, attribute: s.Attribute, path: KeyPath) -> Any:
-        special: dict[str, Callable[[s.Value], Any]] = {
-            "budget": self.budget,
-            "throttle": self.throttle,
-            "daily_budget": self.daily_budget,
-            "price": self.price,
-        }
-        lower = special.get(attribute.name)
-        if lower is not None and not _is_single(attribute.value, s.MapNode, s.VarRef):
+        if attribute.name in _TYPED and not _is_single(attribute.value, s.MapNode, s.VarRef):
+            lower: Callable[[s.Value], Any] = getattr(self, attribute.name)
             return lower(attribute.value)
         return self.plain(attribute.value, path)
 
