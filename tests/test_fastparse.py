@@ -1,10 +1,15 @@
-"""The hand-written fast path (manifest/fastparse.py) against lark's LALR parser.
+"""The fast paths of the loader against the slow ones they stand in for.
+
+1. The hand-written Agentfile reader (manifest/fastparse.py) against lark's LALR parser.
 
 The contract: whenever the fast path returns a Document, lark parses the same text without a
 problem and returns an equal Document, spans included. When it is not sure it returns None
 (and lark reads the text). Checked on the examples, the golden bad manifests, generated valid
 manifests, broken ones, and a soup of the language's own fragments; and the fast path must
 actually take every valid manifest that `render` writes, or it would be no fast path.
+
+2. The one-walk YAML builder (dataform._Builder) against PyYAML's own constructor: the same
+data, spans and problems, on rendered manifests and on YAML soup.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from test_properties import PROPERTY, documents, mutated
+from test_properties import _YAML_PIECES, FORMS, PROPERTY, documents, mutated
 
-from agentfile.manifest import fastparse, syntax
+from agentfile.errors import Problem
+from agentfile.manifest import dataform, fastparse, syntax
+from agentfile.manifest.lower import SpanTable
 from agentfile.manifest.parse import parse
 from agentfile.manifest.render import to_agentfile
 
@@ -201,3 +209,41 @@ def test_what_the_fast_path_leaves_to_lark() -> None:
     for text in ("a:\n\trun = \"x\"\n", "a:\r\n    run = \"x\"\r\n", "a: b\n    x = 1\n  y = 2\n",
                  "include: x\n", "a:\n    foreach = 1\n", "a:\n    run = \"\x01\"\n"):
         assert fastparse.parse(text, "Agentfile") is None, text
+
+
+# -- 2. YAML: one walk against PyYAML's constructor --------------------------------------------
+
+
+def _constructed_by_pyyaml(text: str) -> object:
+    """What load_yaml gave before it built values itself: PyYAML's constructor's output."""
+    loader = dataform._Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return (None, {}, [])
+        spans: SpanTable = {(): dataform._span("Agentfile.yaml", node)}
+        problems: list[Problem] = []
+        dataform._walk("Agentfile.yaml", node, (), spans, problems)
+        return (dataform._string_keys(loader.construct_document(node)), spans, problems)
+    finally:
+        loader.dispose()
+
+
+def _same_as_pyyaml(text: str) -> None:
+    try:
+        expected = _constructed_by_pyyaml(text)
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError):
+        return  # load_yaml reports these the same way on either path
+    assert dataform.load_yaml(text, "Agentfile.yaml") == expected, text
+
+
+@PROPERTY
+@given(documents())
+def test_yaml_builder_matches_pyyaml_on_manifests(doc: dict[str, object]) -> None:
+    _same_as_pyyaml(FORMS["Agentfile.yaml"](doc))
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(_YAML_PIECES), max_size=30).map("".join))
+def test_yaml_builder_matches_pyyaml_on_soup(text: str) -> None:
+    _same_as_pyyaml(text)

@@ -53,10 +53,75 @@ def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
         if node is None:
             return None, spans, problems
         spans[()] = _span(path, node)
+        try:
+            return _Builder(path, loader, spans, problems).build(node, ()), spans, problems
+        except _Unusual:
+            spans, problems = {(): spans[()]}, []
         _walk(path, node, (), spans, problems)
         return _string_keys(loader.construct_document(node)), spans, problems
     finally:
         loader.dispose()
+
+
+class _Unusual(Exception):
+    """A tag, merge key or key that only PyYAML's own constructor handles."""
+
+
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+class _Builder:
+    """Spans and values from the composed nodes in one walk: the work of `_walk`, PyYAML's
+    constructor and `_string_keys` together, for the plain YAML manifests are made of (its
+    constructor is a third of a cold load of a large manifest). Anything else is _Unusual."""
+
+    def __init__(self, path: str, loader: yaml.SafeLoader, spans: SpanTable,
+                 problems: list[Problem]) -> None:
+        self.path, self.loader, self.spans, self.problems = path, loader, spans, problems
+        self.inside: set[int] = set()
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR:
+            return node.value
+        return self.loader.construct_object(node, deep=True)  # int, float, bool, null, ...
+
+    def build(self, node: yaml.Node, key: KeyPath) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if id(node) in self.inside:  # `&x [*x]`: an alias to a node that contains it
+            raise yaml.YAMLError("an alias refers to a node that contains it")
+        self.inside.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode) and node.tag == _MAP:
+                return self.mapping(node, key)
+            if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
+                out = []
+                for index, item in enumerate(node.value):
+                    self.spans[(*key, index)] = _span(self.path, item)
+                    out.append(self.build(item, (*key, index)))
+                return out
+            raise _Unusual
+        finally:
+            self.inside.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, key: KeyPath) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        names: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in (
+                    _STR, "tag:yaml.org,2002:int", "tag:yaml.org,2002:bool",
+                    "tag:yaml.org,2002:float", "tag:yaml.org,2002:null"):
+                raise _Unusual  # a merge key `<<`, a collection as a key, a timestamp
+            name = str(key_node.value)
+            if name in names:
+                self.problems.append(Problem(_span(self.path, key_node),
+                                             f"duplicate key '{name}'"))
+            names.add(name)
+            self.spans[(*key, name)] = _span(self.path, key_node)
+            out[str(self.scalar(key_node))] = self.build(value_node, (*key, name))
+        return out
 
 
 def _string_keys(value: Any) -> Any:
