@@ -219,8 +219,11 @@ def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
                     into[key][name] = entry
         else:
             into[key] = value
-    for path, span in spans.items():
-        into_spans.setdefault(path, span)
+    if into_spans:
+        for path, span in spans.items():
+            into_spans.setdefault(path, span)
+    else:  # the common case, a manifest without includes: one copy
+        into_spans.update(spans)
     return problems
 
 
