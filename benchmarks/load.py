@@ -226,7 +226,7 @@ def measure(size: int, form: str, path: Path, repeat: int) -> tuple[Row, LoadedM
 
 
 def setup_cost(folder: Path) -> float:
-    """The first load in a process: building the parser and the schema validator."""
+    """The first load in a process: the schema validator (and lark, if it is needed)."""
     path = write_manifests(1, folder / "setup")["agentfile"]
     start = clock()
     load(path, environ={})
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="agentfile-bench-") as scratch:
         os.environ["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")  # not the user's cache
         folder = args.keep or Path(scratch)
-        print(f"one-time setup (first load in a process: parser, schema validator): "
+        print(f"one-time setup (first load in a process: schema validator): "
               f"{setup_cost(folder):.3f} s", flush=True)
         for size in sizes:
             paths = write_manifests(size, folder)
