@@ -1,7 +1,9 @@
 """Build events and the Reporter protocol (SPEC 5.6).
 
 The core emits plain JSON-able events; reporters consume them: the run's `events.jsonl`, JSON
-lines on stdout (`--json`), plain lines, or the live board in `ui.py`.
+lines on stdout (`--json`), plain lines, or the live board in `ui.py`. Reporters that write to
+a file or a stream may hold lines until `flush()`, which the build's loop calls every tick and
+after every failure: one write for many no-op targets' events instead of one each.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ STATUSES = ("succeeded", "up-to-date", "failed", "timeout", "over-budget", "oom"
             "violation", "blocked", "interrupted")
 
 
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def make_event(event: str, run_id: str, **fields: Any) -> Event:
     return {"event": event, "run": run_id, "time": round(time.time(), 3), **fields}
 
@@ -28,18 +34,23 @@ def make_event(event: str, run_id: str, **fields: Any) -> Event:
 class Reporter(Protocol):
     def emit(self, event: Event) -> None: ...
 
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
 
 
 class EventLog:
-    """The run's `events.jsonl`, one event a line, flushed as it is written."""
+    """The run's `events.jsonl`, one event a line, written out at every flush."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: Event) -> None:
-        self.handle.write(json.dumps(redact(event), ensure_ascii=False) + "\n")
+        self.handle.write(_encode(redact(event)) + "\n")
+
+    def flush(self) -> None:
+        self.handle.flush()
 
     def close(self) -> None:
         self.handle.close()
@@ -52,7 +63,9 @@ class JsonLines:
         self.stream = stream
 
     def emit(self, event: Event) -> None:
-        self.stream.write(json.dumps(redact(event), ensure_ascii=False) + "\n")
+        self.stream.write(_encode(redact(event)) + "\n")
+
+    def flush(self) -> None:
         self.stream.flush()
 
     def close(self) -> None:
@@ -68,6 +81,10 @@ class Fanout:
     def emit(self, event: Event) -> None:
         for reporter in self.reporters:
             reporter.emit(event)
+
+    def flush(self) -> None:
+        for reporter in self.reporters:
+            reporter.flush()
 
     def close(self) -> None:
         for reporter in self.reporters:

@@ -16,6 +16,10 @@ from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, FileRef
 
+# One encoder for every fingerprint (json.dumps with options builds one per call); the text it
+# writes is json.dumps(payload, sort_keys=True, separators=(",", ":")), as before.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
 
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
@@ -54,7 +58,7 @@ def fingerprint(target: ConcreteTarget, *, agent: Agent | None, base: Path,
         "files": {name: _file_digest(base / name) for name in files},
         "deps": {name: deps.get(name, "") for name in target.deps},
     }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    text = _encode(payload)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

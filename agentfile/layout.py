@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
+@functools.lru_cache(maxsize=8192)  # each target's files are asked for several times
 def target_path(name: str) -> str:
     """A target name as a relative path: `/` keeps its meaning, nothing can climb out."""
     parts = []
@@ -65,11 +67,28 @@ class Layout:
             ignore.write_text("*\n")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunFiles:
     """Paths of one build's files: events, summary, and per-target logs, prompts, results."""
 
     dir: Path
+
+    # Each folder joined once: a build asks for thousands of paths under them.
+    @functools.cached_property
+    def _logs(self) -> Path:
+        return self.dir / "logs"
+
+    @functools.cached_property
+    def _prompts(self) -> Path:
+        return self.dir / "prompts"
+
+    @functools.cached_property
+    def _results(self) -> Path:
+        return self.dir / "results"
+
+    @functools.cached_property
+    def _usage(self) -> Path:
+        return self.dir / "usage"
 
     @property
     def events(self) -> Path:
@@ -80,16 +99,16 @@ class RunFiles:
         return self.dir / "summary.json"
 
     def log(self, target: str) -> Path:
-        return self.dir / "logs" / f"{target_path(target)}.log"
+        return self._logs / f"{target_path(target)}.log"
 
     def prompt(self, target: str) -> Path:
-        return self.dir / "prompts" / f"{target_path(target)}.md"
+        return self._prompts / f"{target_path(target)}.md"
 
     def result(self, target: str) -> Path:
-        return self.dir / "results" / f"{target_path(target)}.md"
+        return self._results / f"{target_path(target)}.md"
 
     def diff(self, target: str) -> Path:
         return self.dir / "diffs" / f"{target_path(target)}.diff"
 
     def usage(self, target: str) -> Path:
-        return self.dir / "usage" / f"{target_path(target)}.json"
+        return self._usage / f"{target_path(target)}.json"

@@ -17,15 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol, TypeVar
 
 import psutil
 
 from agentfile.secrets import redactor
+from agentfile.spawn import Leader, spawn
 
+T = TypeVar("T")
 GRACE_SECONDS = 2.0
 ADOPTED_AFTER_SECONDS = 0.5
 TAG_VARIABLE = "AGENTFILE_PROCESS_TAG"
@@ -54,12 +56,12 @@ def tree(pid: int) -> list[psutil.Process]:
 
 def stop_tree(pid: int, *, grace: float = GRACE_SECONDS,
               known: Mapping[int, float] | None = None,
-              leader: subprocess.Popen[bytes] | None = None) -> None:
+              leader: Leader | None = None) -> None:
     """TERM the group, wait `grace`, then KILL every process of the tree still alive.
 
     `known` holds pids seen in the tree before (with their create times), so a child that
     left the group and was re-parented is still stopped. The `leader`, when it is our own
-    Popen, is waited for through Popen only, so its exit status is never stolen.
+    child, is waited for through it only, so its exit status is never stolen.
     """
     members = {p.pid: p for p in tree(pid) if p.pid != pid or leader is None}
     for other, created in (known or {}).items():
@@ -168,6 +170,8 @@ def _reap(pids: Mapping[int, float]) -> None:
 
 def reap_orphans(keep: set[int]) -> None:
     """Kill and reap adopted descendants that no running target owns (we are subreaper)."""
+    if not _own_children():
+        return  # no child, so no descendant (the usual end): no need to walk every process
     for child in psutil.Process().children(recursive=True):
         if child.pid in keep:
             continue
@@ -200,6 +204,26 @@ class Launch:
 
 
 TAIL_LINES = 40
+EXIT_HOLD_SECONDS = 0.2  # after the leader exits, how long a child may hold the pipe open
+
+
+@dataclass
+class Call:
+    """One process a target needs run, and what watches it (the arguments of `run`): whoever
+    runs it, a worker thread or the reactor among others, sends back its Outcome."""
+
+    launch: Launch
+    log: Path
+    on_line: Callable[[str], None] | None = None
+    watch: Callable[[], str | None] | None = None
+    cancel: threading.Event | None = None
+    on_start: Callable[[int], None] | None = None
+    known: dict[int, float] | None = None
+
+
+# One or more processes to run in turn, as a generator: it yields each Call and is sent back its
+# Outcome; it returns what they came to (e.g. a target's attempts, runner.target_steps).
+Steps = Generator[Call, Outcome, T]
 
 
 def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = None,
@@ -214,30 +238,13 @@ def run(launch: Launch, *, log: Path, on_line: Callable[[str], None] | None = No
     left running in its group is stopped too. `known` is filled by whoever samples the tree
     (the monitor) with every member it saw, so members that escaped are stopped as well.
     """
-    started = time.monotonic()
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab", buffering=0) as sink:
-        env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else dict(launch.env)
-        proc = _spawn(launch.command, launch.cwd, env)
+    started = Started(launch, log, on_line)
+    try:
         if on_start is not None:
-            on_start(proc.pid)
-        seen = known if known is not None else {}
-        tail: list[str] = []
-        pump = _Pump(proc, sink, tail, on_line, launch.header)
-        stopped = pump.until_exit(launch.deadline, watch, cancel)
-        known = snapshot(seen)
-        if known or time.monotonic() - started > ADOPTED_AFTER_SECONDS:
-            # A child that daemonised is re-parented to us: find it by its tag. A target too
-            # short for the monitor to see any child rarely has one; the build's end reaps
-            # whatever is left anyway.
-            known.update(adopted(launch.tag))
-        if stopped is not None or known or _group_alive(proc.pid):
-            stop_tree(proc.pid, grace=GRACE_SECONDS if stopped else 0.2, known=known,
-                      leader=proc)
-        proc.wait()
-        _reap(known)
-        pump.drain()
-    return Outcome(proc.returncode, stopped, time.monotonic() - started, tail)
+            on_start(started.pid)
+        return started.run_to_end(watch, cancel, known)
+    finally:
+        started.close()
 
 
 # As in make: a command line without these, whose first word is no shell builtin, is exec'd
@@ -259,22 +266,6 @@ def direct_argv(command: str) -> list[str] | None:
     return words
 
 
-def _spawn(command: str | list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    argv = command if isinstance(command, list) else direct_argv(command)
-    if argv is not None:
-        try:
-            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        except (FileNotFoundError, PermissionError):
-            if isinstance(command, list):
-                raise
-            # Not a program on PATH: the shell says so, and exits 127, as it would have.
-    return subprocess.Popen(command, shell=True, executable="/bin/sh", cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def read_some(fd: int) -> bytes | None:
     """What a non-blocking pipe holds now (up to 64 KiB; b"" if nothing yet), None at its end."""
     try:
@@ -283,11 +274,43 @@ def read_some(fd: int) -> bytes | None:
         return b""
 
 
+class Sink(Protocol):
+    """Where Lines writes a log: a LogFile, or a file opened unbuffered."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class LogFile:
+    """A target's log, appended to with one system call per write: nothing is buffered, a
+    reader sees each line as it comes."""
+
+    def __init__(self, path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        try:
+            self.fd = os.open(path, flags, 0o666)
+        except FileNotFoundError:  # the first log in its folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(path, flags, 0o666)
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class Lines:
     """A process's output as it arrives: into its log (secrets masked), the tail, and
     `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
 
-    def __init__(self, sink: BinaryIO, tail: list[str],
+    def __init__(self, sink: Sink, tail: list[str],
                  on_line: Callable[[str], None] | None, header: str = "") -> None:
         if header:
             sink.write(_masked(header.encode("utf-8") + b"\n"))
@@ -318,57 +341,126 @@ class Lines:
             self.on_line(text)
 
 
-class _Pump:
-    """Moves a child's output into its log, a line at a time, without ever blocking."""
+class Started:
+    """A process started from a Launch, its output on its way into its log: the state that
+    `run` (one process, blocking) and the reactor (many, in one thread) share.
 
-    def __init__(self, proc: subprocess.Popen[bytes], sink: BinaryIO, tail: list[str],
-                 on_line: Callable[[str], None] | None, header: str = "") -> None:
-        assert proc.stdout is not None
-        self.proc = proc
-        self.fd = proc.stdout.fileno()
-        os.set_blocking(self.fd, False)
-        self.lines = Lines(sink, tail, on_line, header)
+    Pumping and polling never block; `settle`, which may stop what the leader left running and
+    wait for it, can.
+    """
+
+    def __init__(self, launch: Launch, log: Path,
+                 on_line: Callable[[str], None] | None) -> None:
+        self.launch = launch
+        self.begun = time.monotonic()
+        self.sink = LogFile(log)
+        self.fd = -1
+        try:
+            self.tail: list[str] = []
+            self.lines = Lines(self.sink, self.tail, on_line, launch.header)
+            env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
+            command = launch.command
+            argv = command if isinstance(command, list) else direct_argv(command)
+            self.leader, self.fd = spawn(argv, command, launch.cwd, env)
+        except BaseException:
+            self.sink.close()
+            raise
+        self.pid = self.leader.pid
         self.eof = False
-
-    def until_exit(self, deadline: float | None,
-                   watch: Callable[[], str | None] | None,
-                   cancel: threading.Event | None) -> str | None:
-        """Pump until the leader has exited and the pipe is closed (or nearly); a reason to
-        stop it early is returned instead."""
-        next_check = time.monotonic() + 0.1
-        exited_at: float | None = None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.fd, selectors.EVENT_READ)
-            while True:
-                if not self.eof and selector.select(timeout=0.05):
-                    self.read()
-                now = time.monotonic()
-                if exited_at is None and self.proc.poll() is not None:
-                    exited_at = now
-                if exited_at is not None and (self.eof or now - exited_at > 0.2):
-                    return None  # a background child holding the pipe is stopped next
-                if self.eof and exited_at is None:
-                    # Output closed: the leader is exiting (or went quiet); wait on it, briefly.
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        self.proc.wait(timeout=0.05)
-                if cancel is not None and cancel.is_set():
-                    return "interrupted"
-                if deadline is not None and now >= deadline:
-                    return "timeout"
-                if now >= next_check:
-                    next_check = now + 0.1
-                    reason = watch() if watch is not None else None
-                    if reason is not None:
-                        return reason
+        self.exited_at: float | None = None
 
     def read(self) -> None:
+        """What the pipe holds now, into the log."""
         data = read_some(self.fd)
         if data is None:
             self.eof = True
         else:
             self.lines.feed(data)
 
-    def drain(self) -> None:
+    def poll(self, now: float) -> bool:
+        """Whether the leader has exited (and is reaped)."""
+        if self.exited_at is None and self.leader.poll() is not None:
+            self.exited_at = now
+        return self.exited_at is not None
+
+    def ended(self, now: float) -> bool:
+        """The leader has exited and the pipe is closed, or still held open by something it
+        left running (stopped next) after a grace of EXIT_HOLD_SECONDS."""
+        return self.exited_at is not None and (
+            self.eof or now - self.exited_at > EXIT_HOLD_SECONDS)
+
+    def overdue(self, now: float, cancel: threading.Event | None) -> str | None:
+        """Why to stop it now, regardless of what it does: interrupted, or its time is up."""
+        if cancel is not None and cancel.is_set():
+            return "interrupted"
+        deadline = self.launch.deadline
+        if deadline is not None and now >= deadline:
+            return "timeout"
+        return None
+
+    def until_exit(self, watch: Callable[[], str | None] | None,
+                   cancel: threading.Event | None) -> str | None:
+        """Pump until the leader has exited and the pipe is closed (or nearly); a reason to
+        stop it early is returned instead."""
+        next_check = time.monotonic() + 0.1
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.fd, selectors.EVENT_READ)
+            while True:
+                if not self.eof and selector.select(timeout=0.05):
+                    self.read()
+                now = time.monotonic()
+                if self.poll(now) and self.ended(now):
+                    return None  # a background child holding the pipe is stopped next
+                if self.eof and self.exited_at is None:
+                    # Output closed: the leader is exiting (or went quiet); wait on it, briefly.
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.leader.wait(timeout=0.05)
+                reason = self.overdue(now, cancel)
+                if reason is not None:
+                    return reason
+                if now >= next_check:
+                    next_check = now + 0.1
+                    reason = watch() if watch is not None else None
+                    if reason is not None:
+                        return reason
+
+    def run_to_end(self, watch: Callable[[], str | None] | None,
+                   cancel: threading.Event | None,
+                   known: dict[int, float] | None) -> Outcome:
+        """Pump and watch it until it ends or is to be stopped, then settle it (blocking)."""
+        stopped = self.until_exit(watch, cancel)
+        return self.settle(stopped, self.members(known if known is not None else {}, stopped))
+
+    def members(self, seen: dict[int, float], stopped: str | None) -> dict[int, float]:
+        """The tree members to stop besides the group: those the monitor saw, and those that
+        daemonised and were re-parented to us (found by their tag)."""
+        known = snapshot(seen)
+        if known or stopped is not None or time.monotonic() - self.begun > ADOPTED_AFTER_SECONDS:
+            # A target too short for the monitor to see any child rarely has one; the build's
+            # end reaps whatever is left anyway.
+            known.update(adopted(self.launch.tag))
+        return known
+
+    def left_nothing(self, stopped: str | None, known: Mapping[int, float]) -> bool:
+        """Whether it ended by itself, leaving nothing to stop or read: `settle` will not
+        wait for anything."""
+        return stopped is None and not known and self.eof and \
+            self.leader.returncode is not None and not _group_alive(self.pid)
+
+    def settle(self, stopped: str | None, known: dict[int, float], *,
+               left_nothing: bool = False) -> Outcome:
+        """Stop whatever is left of the tree (TERM, grace, KILL), reap, read the rest of the
+        output; how it ended. `left_nothing`: as `left_nothing()` said just before."""
+        if not left_nothing and (stopped is not None or known or _group_alive(self.pid)):
+            stop_tree(self.pid, grace=GRACE_SECONDS if stopped else 0.2, known=known,
+                      leader=self.leader)
+        self.leader.wait()
+        _reap(known)
+        self._drain()
+        return Outcome(self.leader.returncode, stopped, time.monotonic() - self.begun,
+                       self.tail)
+
+    def _drain(self) -> None:
         """What is left in the pipe after the tree was stopped, then the last partial line."""
         deadline = time.monotonic() + 0.5
         while not self.eof and time.monotonic() < deadline:
@@ -377,5 +469,9 @@ class _Pump:
             if self.lines.partial == before and not self.eof:
                 time.sleep(0.01)
         self.lines.close()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.sink.close()

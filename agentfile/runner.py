@@ -1,4 +1,7 @@
-"""One target, all its attempts: prompt, process, verify, retries (runs in a worker thread).
+"""One target, all its attempts: prompt, process, verify, retries.
+
+Written as steps (a generator yielding each process to run), so that a worker thread can run
+them one process at a time and the reactor many targets' at once, in the scheduler's thread.
 
 The runner never touches the state database or the reporters: it returns a TargetResult to
 the scheduler and publishes only live progress (last line, usage, memory) for the board.
@@ -6,6 +9,7 @@ the scheduler and publishes only live progress (last line, usage, memory) for th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -14,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from agentfile import process
 from agentfile.agents import provider
@@ -23,6 +27,7 @@ from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute
 from agentfile.manifest.model import Agent, Budget, FileRef
+from agentfile.process import Steps
 from agentfile.secrets import redactor
 
 if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
@@ -30,6 +35,7 @@ if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
 
 FAILURE_LINES = 30
 RETRYABLE = ("failed", "timeout", "oom")
+T = TypeVar("T")
 
 
 @dataclass
@@ -107,6 +113,8 @@ class Job:
     terminal: TmuxSession | None = None  # run in a window of this tmux session
     budget_usd_left: Callable[[], float | None] = lambda: None
     tag: str = ""
+    # The build's environment, copied once (reading os.environ costs more than a dict copy).
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
@@ -135,13 +143,21 @@ def _dep_aliases(job: Job, values: dict[str, str]) -> None:
                 values[key] = "\n".join(parts)
 
 
+def _expand(command: str, values: Mapping[str, str]) -> str:
+    """A command line with its placeholders filled in, each a quoted word; one without
+    braces is itself, without quoting every value first."""
+    if "{" not in command and "}" not in command:
+        return command
+    return substitute(command, shell_values(values))
+
+
 def shell_values(values: Mapping[str, str]) -> dict[str, str]:
     """Placeholders for a shell command: each value one quoted word (SPEC 2.3)."""
     return {k: shlex.quote(v) for k, v in values.items()}
 
 
 def environment(job: Job, workspace: Workspace, extra: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(job.environ)
     env.pop("CLAUDECODE", None)  # a nested Claude Code refuses to start with it set
     if job.agent is not None:
         env.update(job.agent.env)
@@ -225,8 +241,38 @@ class Sampler:
         self.job.progress.cost_usd = self.usage.priced(self.job.agent)
 
 
+# A target's attempts as steps: each yields a process to run and gets back how it ended. A
+# worker thread runs them one at a time (`run_target`); the reactor runs many targets' steps
+# at once in one thread. Either way, one implementation of attempts, retries and verify.
+
+
+def drive(steps: Steps[T], run: Callable[[process.Call], process.Outcome]) -> T:
+    """Run every process the steps ask for with `run`, one after the other; their result."""
+    try:
+        call = next(steps)
+        while True:
+            call = steps.send(run(call))
+    except StopIteration as done:
+        return cast(T, done.value)
+
+
 def run_target(job: Job, workspace: Workspace) -> TargetResult:
-    """Every attempt of one target, until one succeeds or none is left."""
+    """Every attempt of one target, until one succeeds or none is left (blocking)."""
+    return drive(target_steps(job, workspace), lambda call: _run_call(job, call))
+
+
+def _run_call(job: Job, call: process.Call) -> process.Outcome:
+    run: Callable[..., process.Outcome] = process.run
+    if job.terminal is not None:
+        from agentfile.isolation.tmux import run_in_pane
+
+        run = functools.partial(run_in_pane, job.terminal, job.target.name)
+    return run(call.launch, log=call.log, on_line=call.on_line, watch=call.watch,
+               cancel=call.cancel, on_start=call.on_start, known=call.known)
+
+
+def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
+    """Every attempt of one target, as steps."""
     result = TargetResult(job.target.name, "failed", diff="")
     failure: str | None = None
     session: str | None = None
@@ -234,7 +280,7 @@ def run_target(job: Job, workspace: Workspace) -> TargetResult:
         if job.cancel.is_set():
             result.status = "interrupted"
             break
-        attempt, message = _attempt(job, workspace, number, failure, session)
+        attempt, message = yield from _attempt(job, workspace, number, failure, session)
         result.attempts.append(attempt)
         result.status = attempt.status
         result.message = message
@@ -246,7 +292,7 @@ def run_target(job: Job, workspace: Workspace) -> TargetResult:
 
 
 def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
-             session: str | None) -> tuple[Attempt, str | None]:
+             session: str | None) -> Steps[tuple[Attempt, str | None]]:
     progress = job.progress
     progress.attempt = number
     progress.usage = usage = Usage()
@@ -255,14 +301,15 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     deadline = (time.monotonic() + job.budget.time
                 if job.budget is not None and job.budget.time is not None else None)
     values = placeholder_values(job, workspace)
-    _dep_aliases(job, values)
+    if job.dep_results or job.dep_diffs:  # only then can its texts ask for them
+        _dep_aliases(job, values)
     definition = job.target.definition
     call = _call_agent(job, workspace, number, values, failure, session) if job.agent else None
     if call is not None:
         command = call.command
     else:
         assert definition.run is not None
-        command = substitute(definition.run, shell_values(values))
+        command = _expand(definition.run, values)
     env = environment(job, workspace, call.env if call else {})
     for name in call.unset if call else ():
         env.pop(name, None)
@@ -277,23 +324,19 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     def on_start(pid: int) -> None:
         progress.pid = pid
 
-    sampler = Sampler(job, usage, call.request if call else None)
+    # Nothing to sample for a plain command without a budget: no watcher at all.
+    sampler = Sampler(job, usage, call.request if call else None) \
+        if call is not None or job.budget is not None else None
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(number, command))
-    if job.terminal is not None:
-        from agentfile.isolation.tmux import run_in_pane
-
-        outcome = run_in_pane(job.terminal, job.target.name, launch, log=job.log,
-                              on_line=on_line, watch=sampler, cancel=job.cancel,
-                              on_start=on_start, known=job.known)
-    else:
-        outcome = process.run(launch, log=job.log, on_line=on_line, watch=sampler,
-                              cancel=job.cancel, on_start=on_start, known=job.known)
+    outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
+                                 job.known)
     progress.pid = None
     status, error = _status(outcome)
     message: str | None = None
     session_out = session
     if call is not None:
+        assert sampler is not None
         sampler()  # the last word on usage, written just before it exited
         verdict = call.provider.verdict(call.request, outcome.exit_code, outcome.tail)
         message = verdict.message
@@ -304,7 +347,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         if message is not None:
             job.result_file.write_text(redactor().text(message), encoding="utf-8")
     if status == "succeeded" and definition.verify:
-        status, error = _verify(job, workspace, values, env, deadline)
+        status, error = yield from _verify(job, workspace, values, env, deadline)
     return Attempt(number, status, outcome.exit_code, started, time.time(),
                    cost_usd=progress.cost_usd, tokens=usage.tokens,
                    peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
@@ -359,12 +402,12 @@ def _status(outcome: process.Outcome) -> tuple[str, str | None]:
 
 
 def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
-            env: Mapping[str, str], deadline: float | None) -> tuple[str, str | None]:
+            env: Mapping[str, str], deadline: float | None) -> Steps[tuple[str, str | None]]:
     assert job.target.definition.verify is not None
-    command = substitute(job.target.definition.verify, shell_values(values))
-    outcome = process.run(process.Launch(command, workspace.path, env, deadline, job.tag,
-                                         _log_header(None, command, label="verify")),
-                          log=job.log, cancel=job.cancel, known=job.known)
+    command = _expand(job.target.definition.verify, values)
+    launch = process.Launch(command, workspace.path, env, deadline, job.tag,
+                            _log_header(None, command, label="verify"))
+    outcome = yield process.Call(launch, job.log, cancel=job.cancel, known=job.known)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
 

@@ -4,14 +4,16 @@ Targets become ready when their dependencies are done (counters, not rescans, so
 build costs no more per target than a 20-target one). Among ready targets, higher priority
 first, then the longer remaining path (weighted by earlier runs' durations), then file order.
 Admission checks job slots, locks, `exclusive`, the agent's `max_parallel` and the budgets.
-Only this loop writes state and emits events; workers run targets in their places
-(isolation/place.py) and report back. It keeps merging and budgets beside admission: each
-is a decision only the one writer of state may take, in order.
+Only this loop writes state and emits events. Targets run in their places (isolation/place.py):
+a plain command in the user's checkout as steps in the reactor, in this thread; the others in
+worker threads, which report back through a queue and wake the loop. It keeps merging and
+budgets beside admission: each is a decision only the one writer of state may take, in order.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 import queue
 import threading
 import time
@@ -32,6 +34,7 @@ from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
+from agentfile.reactor import Reactor, available
 from agentfile.runner import Job, Progress, TargetResult
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
     from agentfile.ledger import Ledger
 
 TICK_SECONDS = 0.1
+FLUSH_SECONDS = 0.1  # events and state rows reach their files at least this often
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
 
 
@@ -99,6 +103,7 @@ class Scheduler:
         self.reporter = reporter
         self.graph = self.loaded.graph
         self.names = list(request.names)
+        self.base = self.loaded.path.parent  # where inputs, prompts and context files are
         self.chosen = set(self.names)
         self.deps = self._effective_deps()
         self.dependents: dict[str, list[str]] = {n: [] for n in self.names}
@@ -122,12 +127,21 @@ class Scheduler:
         # Workers are reused: a thread per target would cost more than a no-op target.
         self.pool = ThreadPoolExecutor(max_workers=max(request.jobs, 1),
                                        thread_name_prefix="agentfile-target")
+        # Runs plain commands in this thread; also where this loop waits for the workers.
+        self.reactor: Reactor[TargetResult] = Reactor(self.pool)
+        self.inline = available()
+        self.environ = dict(os.environ)  # every target's base environment, copied once
+        self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         self.spent_before_today = request.ledger.spent_today() if request.ledger else 0.0
         self.daily_alerted = False
-        main_git = request.worktrees.git if request.worktrees else _git_or_none(
-            self.loaded.root)
+        # The user's checkout as git sees it: only dir() targets need it (to tell what they
+        # changed), and loading GitPython costs a no-op build a tenth of its start-up.
+        uses_dir = any(isinstance(self.loaded.isolation_of(self.graph.targets[n]), DirRef)
+                       for n in self.names)
+        main_git = request.worktrees.git if request.worktrees else (
+            _git_or_none(self.loaded.root) if uses_dir else None)
         self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs)
 
     # -- the graph as this build sees it ------------------------------------------------
@@ -156,10 +170,13 @@ class Scheduler:
         self.outcome.started = time.time()
         self.monitor.start()
         try:
-            self._loop()
+            with self.store.deferred():
+                self._loop()
         finally:
             self.monitor.close()
             self.pool.shutdown(wait=True)
+            self.reactor.close()
+            self.reporter.flush()
         self.outcome.finished = time.time()
         return self.outcome
 
@@ -180,29 +197,36 @@ class Scheduler:
             self._start_what_fits()
             if not self.running:
                 break
+            if time.monotonic() >= self.flush_due:
+                self._flush()
             self._collect(block=True)
         for name in self.names:
             if name not in self.outcome.statuses:
                 self._finish(name, "blocked" if self.outcome.stopped != "interrupted"
                              else "interrupted", detail=f"not started: {self.outcome.stopped}")
 
+    def _flush(self) -> None:
+        """State rows committed and events written out: what a reader (`agentfile status`,
+        `logs`, a CI log) sees, and what survives a crash."""
+        self.store.commit()
+        self.reporter.flush()
+        self.flush_due = time.monotonic() + FLUSH_SECONDS
+
     def interrupt(self) -> None:
-        """Ctrl-C or SIGTERM (from a signal handler): the loop stops everything on its
-        next tick, within a tenth of a second."""
+        """Ctrl-C or SIGTERM (from a signal handler): the loop wakes and stops everything."""
         self.interrupted.set()
+        self.reactor.wake()
 
     def _collect(self, *, block: bool) -> None:
-        try:
-            name, result = self.finished.get(timeout=TICK_SECONDS) if block else \
-                self.finished.get_nowait()
-        except queue.Empty:
-            return
-        while True:
+        """What finished: in the reactor, and in worker threads (which wake the reactor)."""
+        for name, result in self.reactor.wait(TICK_SECONDS if block else 0.0):
             self._target_done(name, result)
+        while True:
             try:
                 name, result = self.finished.get_nowait()
             except queue.Empty:
                 return
+            self._target_done(name, result)
 
     def _became_ready(self, name: str) -> None:
         """All dependencies are done: blocked, up to date, or queued to start."""
@@ -215,7 +239,7 @@ class Scheduler:
                          detail=f"{failed[0]} did not succeed")
             return
         _, agent = self.loaded.agent_definition(target)
-        fp = fingerprint(target, agent=agent, base=self.loaded.path.parent,
+        fp = fingerprint(target, agent=agent, base=self.base,
                          deps={d: self.fingerprints.get(d, "") for d in target.deps})
         self.fingerprints[name] = fp
         if self._up_to_date(target, fp):
@@ -228,7 +252,7 @@ class Scheduler:
         return up_to_date(target, fp, self.recorded.get(target.name),
                           force=self.request.force, done_before=self.request.done_before,
                           deps_ran=any(d in self.ran for d in target.deps),
-                          base=self.loaded.path.parent)
+                          base=self.base)
 
     def _start_what_fits(self) -> None:
         if self.outcome.stopped is not None:
@@ -341,7 +365,7 @@ class Scheduler:
             self.agent_use[agent_name] = self.agent_use.get(agent_name, 0) + 1
         budget = target.definition.budget
         job = Job(
-            target=target, run_id=self.run_id, base=self.loaded.path.parent,
+            target=target, run_id=self.run_id, base=self.base,
             log=self.files.log(name),
             prompt_file=self.files.prompt(name), result_file=self.files.result(name),
             usage_file=self.files.usage(name), agent=agent, budget=budget,
@@ -349,7 +373,7 @@ class Scheduler:
             dep_diffs=self._dep_texts(target, "diff") if _uses_deps(target) else {},
             cancel=threading.Event(), progress=Progress(),
             budget_usd_left=self._budget_left,
-            tag=f"{self.run_id}/{name}",
+            tag=f"{self.run_id}/{name}", environ=self.environ,
         )
         if self.request.terminal is not None and (
                 self.request.all_in_tmux or target.definition.terminal == "tmux"):
@@ -359,11 +383,16 @@ class Scheduler:
         self.running[name] = Running(target, job, time.time(), agent_name)
         self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
                   isolation=describe_isolation(self.loaded.isolation_of(target)))
-        self.pool.submit(self._work, job)
+        steps = self.places.steps(job) if self.inline else None
+        if steps is not None:
+            self.reactor.add(name, steps)
+        else:
+            self.pool.submit(self._work, job)
 
     def _work(self, job: Job) -> None:
         """A worker thread: run the target in its place, report back."""
         self.finished.put((job.target.name, self.places.run(job)))
+        self.reactor.wake()
 
     def _running_dirs(self, besides: str) -> list[str]:
         """The directories of dir() targets running now, other than `besides`."""
@@ -438,9 +467,11 @@ class Scheduler:
             else:
                 self.store.forget_fingerprint(name)
             self._finish(name, status, result=result)
-        if status not in SUCCESS and self.outcome.stopped is None and \
-                not self.request.keep_going and status != "interrupted":
-            self.outcome.stopped = "failure"
+        if status not in SUCCESS:
+            self._flush()  # a failure is never left to a later tick
+            if self.outcome.stopped is None and not self.request.keep_going and \
+                    status != "interrupted":
+                self.outcome.stopped = "failure"
 
     def _finish(self, name: str, status: str, *, result: TargetResult | None = None,
                 detail: str | None = None) -> None:

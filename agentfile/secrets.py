@@ -28,6 +28,8 @@ class Redactor:
         return self.pattern.sub(MASK, text) if self.pattern and text else text
 
     def value(self, value: Any) -> Any:
+        if self.pattern is None:
+            return value  # no secrets: nothing to copy
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):

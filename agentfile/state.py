@@ -2,10 +2,16 @@
 
 Only the build's main thread writes; commands such as `runs` and `report` read. WAL mode lets a
 reader look at a running build.
+
+While a build's loop runs, its rows are gathered and written a tick at a time (`deferred`), in
+one transaction, not one per target: a commit costs more than a no-op target. A crash can lose
+the rows of the last tick (those targets run again next time), never a failure's (written at
+once by the scheduler) nor a record of what agentfile created (committed as it is written).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import threading
@@ -118,17 +124,65 @@ class Store:
             self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
+        self.defer = False  # writes wait in `pending` until commit() (see deferred)
+        self.pending: list[tuple[str, Sequence[Any]]] = []
 
     def close(self) -> None:
+        self.commit()  # what deferred writes gathered, should nothing have written it yet
         self.db.close()
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
+        if self.defer:
+            self.pending.append((sql, args))
+            return
         with self.lock:
             self.db.execute(sql, args)
 
+    def _write_now(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """A write committed at once, deferred writes or not (from any thread): a record of
+        what agentfile created must survive a crash in the very next moment."""
+        with self.lock:
+            self.db.execute(sql, args)
+
+    def commit(self) -> None:
+        """What deferred writes gathered, written in order in one transaction (runs of the
+        same statement as one executemany)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                for sql, rows in itertools.groupby(pending, key=lambda write: write[0]):
+                    self.db.executemany(sql, [args for _, args in rows])
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """A query that sees this connection's deferred writes too."""
+        self.commit()
+        return self.db.execute(sql, args)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Writes wait until `commit()` (or a read), and are written at the end. Rows come
+        from one thread, the build's loop; resource records are written at once regardless."""
+        self.defer = True
+        try:
+            yield
+        finally:
+            self.defer = False
+            self.commit()
+
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Several writes as one transaction: one commit for a finished target's rows."""
+        """Several writes as one transaction: one commit for a finished target's rows (inside
+        `deferred`, they simply wait with the others)."""
+        if self.defer:
+            yield
+            return
         with self.lock:
             self.db.execute("BEGIN")
         try:
@@ -159,16 +213,16 @@ class Store:
              json.dumps(dict(counts)), run_id))
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
+        rows = self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        row = self._read("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
     def last_run(self, *, finished: bool = False) -> dict[str, Any] | None:
         where = "WHERE finished IS NOT NULL" if finished else ""
-        row = self.db.execute(f"SELECT * FROM runs {where} ORDER BY started DESC LIMIT 1"
+        row = self._read(f"SELECT * FROM runs {where} ORDER BY started DESC LIMIT 1"
                               ).fetchone()
         return dict(row) if row else None
 
@@ -190,26 +244,26 @@ class Store:
                          row.peak_rss_bytes, row.cpu_s, row.exit_code, row.detail))
 
     def outcomes(self, run_id: str) -> list[OutcomeRow]:
-        rows = self.db.execute("SELECT * FROM outcomes WHERE run=? ORDER BY started, target",
+        rows = self._read("SELECT * FROM outcomes WHERE run=? ORDER BY started, target",
                                (run_id,))
         return [OutcomeRow(**dict(r)) for r in rows]
 
     def durations(self) -> dict[str, float]:
         """Each target's duration in its latest successful run (to weigh the critical path)."""
-        rows = self.db.execute(
+        rows = self._read(
             "SELECT target, duration_s FROM outcomes o WHERE status='succeeded' AND "
             "finished = (SELECT MAX(finished) FROM outcomes i WHERE i.target=o.target "
             "AND i.status='succeeded')")
         return {r["target"]: float(r["duration_s"] or 0) for r in rows}
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT * FROM attempts WHERE run=? ORDER BY started", (run_id,))
+        rows = self._read("SELECT * FROM attempts WHERE run=? ORDER BY started", (run_id,))
         return [dict(r) for r in rows]
 
     # -- fingerprints -------------------------------------------------------------------
 
     def fingerprints(self) -> dict[str, str]:
-        rows = self.db.execute("SELECT target, fingerprint FROM fingerprints")
+        rows = self._read("SELECT target, fingerprint FROM fingerprints")
         return {r["target"]: r["fingerprint"] for r in rows}
 
     def record_fingerprint(self, target: str, fingerprint: str, run_id: str) -> None:
@@ -220,21 +274,19 @@ class Store:
         self._write("DELETE FROM fingerprints WHERE target=?", (target,))
 
     def fingerprint_run(self, target: str) -> str | None:
-        row = self.db.execute("SELECT run FROM fingerprints WHERE target=?", (target,)
+        row = self._read("SELECT run FROM fingerprints WHERE target=?", (target,)
                               ).fetchone()
         return str(row["run"]) if row else None
 
     # -- what a build created (SPEC 6.6): recorded before it exists, marked when removed ----
 
     def record_resource(self, run_id: str, kind: str, name: str, target: str | None) -> None:
-        with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,NULL)",
-                            (run_id, kind, name, target, time.time()))
+        self._write_now("INSERT OR REPLACE INTO resources VALUES (?,?,?,?,?,NULL)",
+                        (run_id, kind, name, target, time.time()))
 
     def resource_removed(self, kind: str, name: str) -> None:
-        with self.lock:
-            self.db.execute("UPDATE resources SET removed=? WHERE kind=? AND name=?",
-                            (time.time(), kind, name))
+        self._write_now("UPDATE resources SET removed=? WHERE kind=? AND name=?",
+                        (time.time(), kind, name))
 
     def resources(self, *, run_id: str | None = None,
                   present: bool = True) -> list[dict[str, Any]]:
@@ -245,7 +297,7 @@ class Store:
             args.append(run_id)
         if present:
             query += " AND removed IS NULL"
-        return [dict(r) for r in self.db.execute(query + " ORDER BY created", args)]
+        return [dict(r) for r in self._read(query + " ORDER BY created", args)]
 
 
 def open_store(path: Path, *, readonly: bool = False) -> Store | None:

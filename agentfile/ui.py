@@ -2,23 +2,23 @@
 
 On a terminal, a live board of running targets and a progress line; elsewhere (CI, pipes,
 NO_COLOR) one plain line per event. At the end, a summary table and the build's totals.
+rich loads only when something is drawn with it: a build printing plain lines never needs it
+(it would cost a no-op build a tenth of its start-up).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agentfile.events import SUCCESS, Event
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.text import Text
 
 PRETTY_ROWS = 200  # a longer summary is printed as plain columns
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
@@ -80,7 +80,9 @@ class PlainLines:
         if line:
             stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
             self.stream.write(f"[{stamp}] {line}\n")
-            self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
 
     def close(self) -> None:
         self.stream.flush()
@@ -127,6 +129,8 @@ class Board:
     def __init__(self, console: Console, *, total: int, budget_usd: float | None,
                  snapshot: Callable[[], Sequence[LiveRow]], spent: Callable[[], float],
                  log_path: Callable[[str], str]) -> None:
+        from rich.live import Live
+
         self.console = console
         self.total = total
         self.budget_usd = budget_usd
@@ -139,6 +143,8 @@ class Board:
         self.live.start()
 
     def emit(self, event: Event) -> None:
+        from rich.text import Text
+
         if event["event"] == "target_finished":
             self.done[event["target"]] = event["status"]
             if event["status"] not in SUCCESS and event["status"] != "up-to-date":
@@ -150,7 +156,14 @@ class Board:
             if line:
                 self.console.print(Text(line, style="yellow"))
 
+    def flush(self) -> None:
+        """Nothing to do: the board redraws on its own timer."""
+
     def _render(self) -> Group:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         for column in ("target", "attempt", "time", "cost", "memory", "last line"):
             table.add_column(column, overflow="ellipsis", no_wrap=True,
@@ -171,13 +184,33 @@ class Board:
         self.live.stop()
 
 
+class PlainConsole:
+    """Where plain output goes (a pipe, a file, NO_COLOR): the part of rich's Console that
+    `print_summary` and the build's last lines use, without loading rich."""
+
+    is_terminal = False
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+
+    def print(self, text: str) -> None:
+        self.file.write(f"{text}\n")
+
+
+def output_for(stream: TextIO) -> Console | PlainConsole:
+    """rich's Console on a terminal, else plain output."""
+    return console_for(stream) if is_interactive(stream) else PlainConsole(stream)
+
+
 def console_for(stream: TextIO) -> Console:
+    from rich.console import Console
+
     interactive = is_interactive(stream)
     return Console(file=stream, force_terminal=interactive, no_color=not interactive,
                    width=None if interactive else 120, highlight=False, soft_wrap=True)
 
 
-def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],
+def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, Any]],
                   totals: Mapping[str, Any]) -> None:
     """The end-of-build table per target and the build's totals (SPEC 10)."""
     columns = ("target", "status", "attempts", "time", "cost", "tokens", "peak memory")
@@ -186,6 +219,11 @@ def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],
               money(row["cost_usd"]), str(row["tokens"] or "-"),
               human_size(row["peak_rss_bytes"])) for row in rows]
     if console.is_terminal and len(rows) <= PRETTY_ROWS:
+        from rich.table import Table
+        from rich.text import Text
+
+        assert not isinstance(console, PlainConsole)  # a terminal's is rich's
+
         table = Table(title=f"build {totals['run']}", title_justify="left", box=None,
                       header_style="bold", pad_edge=False)
         for index, column in enumerate(columns):
@@ -212,12 +250,11 @@ def print_summary(console: Console, rows: Sequence[Mapping[str, Any]],
     console.print(line)
 
 
-def stderr_console() -> Console:
-    return console_for(sys.stderr)
-
-
 def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     """`agentfile runs`: one line per build, newest first."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("run", "started", "status", "time", "targets", "cost"):
         table.add_column(column)
@@ -232,6 +269,10 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _status_group(snapshot: Mapping[str, Any]) -> Group | Text:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     if snapshot.get("run") is None:
         last = snapshot.get("last")
         tail = (f"; the last was {last['id']} ({last.get('status') or 'running'})"
@@ -255,6 +296,8 @@ def print_status(console: Console, snapshot: Mapping[str, Any]) -> None:
 
 def follow_status(console: Console, snapshot: Callable[[], Mapping[str, Any]]) -> None:
     """Refresh the status until the build ends (Ctrl-C leaves; the build goes on)."""
+    from rich.live import Live
+
     try:
         with Live(_status_group(snapshot()), console=console, refresh_per_second=2) as live:
             while True:
@@ -270,6 +313,8 @@ def follow_status(console: Console, snapshot: Callable[[], Mapping[str, Any]]) -
 def print_timeline(console: Console, rows: Sequence[Mapping[str, Any]], start: float,
                    end: float, width: int = 60) -> None:
     """When each target ran: a bar per attempt on a shared time axis."""
+    from rich.text import Text
+
     span = max(end - start, 1e-6)
     name_width = min(max((len(r["target"]) for r in rows), default=6), 30)
     console.print(f"\ntimeline ({human_time(span)} across {width} columns)")
@@ -288,6 +333,8 @@ def print_timeline(console: Console, rows: Sequence[Mapping[str, Any]], start: f
 def print_stats(console: Console, rows: Sequence[Mapping[str, Any]], *, by: str,
                 today: float) -> None:
     """`agentfile stats`: spend grouped by day, agent, target or repository."""
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column, justify in ((by, "left"), ("cost", "right"), ("tokens", "right"),
                             ("attempts", "right"), ("runs", "right")):

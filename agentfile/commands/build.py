@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
     process.become_subreaper()
     events = EventLog(files.events)
-    console = ui.stderr_console() if as_json else ui.console_for(sys.stdout)
+    console = ui.output_for(sys.stderr if as_json else sys.stdout)
 
     def log_path(target: str) -> str:
         return os.path.relpath(files.log(target))
@@ -264,9 +265,9 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
         live = JsonLines(sys.stdout)
     elif ui.is_interactive(sys.stdout):
         print(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}")
-        live = ui.Board(console, total=len(request.names), budget_usd=request.budget_usd,
-                        snapshot=lambda: _live_rows(scheduler), spent=scheduler.live_spent,
-                        log_path=log_path)
+        live = ui.Board(ui.console_for(sys.stdout), total=len(request.names),
+                        budget_usd=request.budget_usd, snapshot=lambda: _live_rows(scheduler),
+                        spent=scheduler.live_spent, log_path=log_path)
     else:
         live = ui.PlainLines(sys.stdout, log_path)
     reporter = Fanout(events, live)
@@ -286,10 +287,11 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     summary = _summary(run_id, outcome, store, code)
     events.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
     if as_json:
-        JsonLines(sys.stdout).emit(make_event("build_finished", run_id,
-                                              **_finished_fields(summary)))
+        stdout = JsonLines(sys.stdout)
+        stdout.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
+        stdout.flush()
     events.close()
-    files.summary.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    files.summary.write_text(_summary_json(summary), encoding="utf-8")
     store.finish_run(run_id, status=summary["status"], exit_code=code,
                      cost_usd=summary["cost_usd"], tokens=summary["tokens"],
                      duration_s=summary["duration_s"], sequential_s=summary["sequential_s"],
@@ -362,8 +364,8 @@ def _summary(run_id: str, outcome: BuildOutcome, store: Store, code: int) -> dic
     ]
     order = {name: i for i, name in enumerate(outcome.statuses)}
     rows.sort(key=lambda r: order.get(r["target"], 0))
-    counts = {s: n for s in STATUSES
-              if (n := sum(1 for r in rows if r["status"] == s))}
+    tally = Counter(r["status"] for r in rows)
+    counts = {s: tally[s] for s in STATUSES if tally[s]}
     status = {0: "succeeded", 3: "over-budget", 130: "interrupted"}.get(code, "failed")
     return {
         "run": run_id, "status": status, "exit_code": code,
@@ -374,6 +376,17 @@ def _summary(run_id: str, outcome: BuildOutcome, store: Store, code: int) -> dic
         "tokens": sum(r["tokens"] for r in rows),
         "targets": len(rows), "counts": counts, "targets_table": rows,
     }
+
+
+def _summary_json(summary: dict[str, Any]) -> str:
+    """summary.json: indented, but one line per target (an indented row per field would take
+    a build of thousands of targets longer to write than to run)."""
+    head = {k: v for k, v in summary.items() if k != "targets_table"}
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    rows = ",\n".join("    " + encode(row) for row in summary["targets_table"])
+    text = json.dumps(head, indent=2, ensure_ascii=False)
+    table = f'"targets_table": [\n{rows}\n  ]' if rows else '"targets_table": []'
+    return f"{text[:-2]},\n  {table}\n}}\n"
 
 
 def _finished_fields(summary: dict[str, Any]) -> dict[str, Any]:

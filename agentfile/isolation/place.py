@@ -1,8 +1,9 @@
 """Running one target in its place (SPEC 6): the workspace its isolation mode gives it,
 prepared before the first attempt and collected after the last, in `finally`.
 
-Called in a worker thread; what happens to the work afterwards (merging a branch) is the
-scheduler's, in dependency order.
+`run` is called in a worker thread. A plain command in the user's checkout needs no thread of
+its own: `steps` gives its attempts to the reactor instead. What happens to the work afterwards
+(merging a branch) is the scheduler's, in dependency order.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from agentfile.isolation import branch, directory, none_workspace
 from agentfile.isolation.worktree import Worktrees
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
-from agentfile.runner import Job, TargetResult, run_target
+from agentfile.process import Steps
+from agentfile.runner import Job, TargetResult, run_target, target_steps
 
 if TYPE_CHECKING:
     from agentfile.git import Git
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 class Places:
     loaded: LoadedManifest
     worktrees: Worktrees | None  # when some target is isolated in a worktree or branch
-    main_git: Git | None  # the user's checkout, when it is a git repository
+    main_git: Git | None  # the user's checkout, when it is a git repository and dir() needs it
     # The directories of dir() targets running now, but the given target's.
     running_dirs: Callable[[str], list[str]]
 
@@ -42,8 +44,24 @@ class Places:
             with none_workspace(self.loaded.root) as workspace:
                 return run_target(job, workspace)
         except Exception as err:  # a failure of agentfile's own: this target's, not the build's
-            return TargetResult(job.target.name, "failed",
-                                detail=f"agentfile could not run it: {err}")
+            return _could_not_run(job, err)
+
+    def steps(self, job: Job) -> Steps[TargetResult] | None:
+        """The job's attempts as steps for the reactor, when its place asks nothing of a
+        thread: a command (no agent) in the user's checkout (isolation none), not in tmux.
+        Those steps never raise either. None for the others: they keep a worker thread."""
+        if job.agent is not None or job.terminal is not None or \
+                self.loaded.isolation_of(job.target) != "none":
+            return None
+        return self._none_steps(job)
+
+    def _none_steps(self, job: Job) -> Steps[TargetResult]:
+        try:
+            with none_workspace(self.loaded.root) as workspace:
+                result: TargetResult = yield from target_steps(job, workspace)
+                return result
+        except Exception as err:
+            return _could_not_run(job, err)
 
     def folder_of(self, ref: DirRef) -> str:
         return directory.relative_dir(self.loaded.root, self.loaded.path.parent, ref.dir)
@@ -90,3 +108,8 @@ class Places:
             if others:  # the checkout is shared: say who else could have written them
                 result.detail += f" (while {', '.join(sorted(others))} also ran there)"
         return result
+
+
+def _could_not_run(job: Job, err: Exception) -> TargetResult:
+    """A failure of agentfile's own: this target's, not the build's."""
+    return TargetResult(job.target.name, "failed", detail=f"agentfile could not run it: {err}")

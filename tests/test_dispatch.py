@@ -1,0 +1,202 @@
+"""Many short commands, as the reactor runs them (one thread, no worker per target), and what
+the build writes a tick at a time: events, state rows, logs. Real builds in real repositories."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest import Run
+
+from agentfile import process, reactor
+
+
+def write(repo: Path, text: str) -> None:
+    (repo / "Agentfile").write_text(text)
+
+
+def layers(count: int, width: int, run: str = "true") -> str:
+    """`count` layers of `width` targets, each depending on two of the layer before."""
+    lines = []
+    for layer in range(count):
+        for i in range(width):
+            deps = "" if layer == 0 else f" l{layer - 1}_{i} l{layer - 1}_{(i + 1) % width}"
+            lines.append(f"l{layer}_{i}:{deps}\n    run = \"{run}\"\n")
+    return "".join(lines)
+
+
+def run_dir(repo: Path) -> Path:
+    (found,) = (repo / ".agentfile" / "runs").iterdir()
+    return found
+
+
+def read_events(repo: Path) -> list[dict[str, Any]]:
+    """The build's events so far (none before its run directory exists)."""
+    if not (repo / ".agentfile" / "runs").is_dir():
+        return []
+    path = run_dir(repo) / "events.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def rows(repo: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def start_build(repo: Path, *args: str,
+                pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "agentfile", "build", *args], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1"}, pass_fds=pass_fds)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout}s")
+
+
+def test_many_quick_targets_leave_every_event_row_and_log(repo: Path,
+                                                          agentfile_cli: Run) -> None:
+    write(repo, layers(6, 20))
+    names = {f"l{layer}_{i}" for layer in range(6) for i in range(20)}
+    result = agentfile_cli("build", "-j3", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    events = read_events(repo)
+    for kind in ("target_started", "target_finished"):
+        assert sorted(e["target"] for e in events if e["event"] == kind) == sorted(names)
+    assert events[0]["event"] == "build_started" and events[-1]["event"] == "build_finished"
+    assert set(rows(repo, "SELECT target, status FROM outcomes")) == {(n, "succeeded")
+                                                                     for n in names}
+    assert len(rows(repo, "SELECT * FROM attempts WHERE status = 'succeeded'")) == len(names)
+    assert {r[0] for r in rows(repo, "SELECT target FROM fingerprints")} == names
+    logs = run_dir(repo) / "logs"
+    assert all((logs / f"{n}.log").read_text().startswith("=== agentfile: attempt 1 at ")
+               for n in names)
+    again = agentfile_cli("build", "-j3", cwd=repo)
+    assert again.code == 0, again.out
+    assert f"{len(names)} targets: {len(names)} up-to-date" in again.out, again.out
+
+
+def test_interrupted_build_keeps_the_records_of_what_ran(repo: Path) -> None:
+    write(repo, layers(2, 15) + 'slow:\n    run = "sleep 30"\n    priority = -1\n')
+    proc = start_build(repo, "-j2")
+    # Events reach the file while the build runs, a tick at a time.
+    wait_until(lambda: sum(e["event"] == "target_finished" for e in read_events(repo)) >= 30)
+    wait_until(lambda: any(e.get("target") == "slow" for e in read_events(repo)))
+    sleeper = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "sleep" in " ".join(p.cmdline())]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out.decode()
+    _, alive = psutil.wait_procs(sleeper, timeout=5)
+    assert not alive
+    statuses = dict(rows(repo, "SELECT target, status FROM outcomes"))
+    assert statuses.pop("slow") == "interrupted"
+    assert set(statuses.values()) == {"succeeded"} and len(statuses) == 30
+    assert len(rows(repo, "SELECT target FROM fingerprints")) == 30
+    events = read_events(repo)
+    assert events[-1]["event"] == "build_finished" and events[-1]["status"] == "interrupted"
+
+
+def test_a_failure_is_on_disk_at_once(repo: Path) -> None:
+    write(repo, 'slow:\n    run = "sleep 30"\nbad:\n    run = "false"\n')
+    proc = start_build(repo, "-j2", "-k")
+    left: list[psutil.Process] = []
+    try:
+        wait_until(lambda: any(e.get("target") == "bad" and e["event"] == "target_finished"
+                               for e in read_events(repo)), timeout=10)
+        # agentfile dies without any chance to clean up: the failure is already recorded.
+        left = psutil.Process(proc.pid).children(recursive=True)
+    finally:
+        proc.kill()
+        proc.communicate()
+        for child in left:
+            child.kill()
+        psutil.wait_procs(left, timeout=5)
+    assert rows(repo, "SELECT status, exit_code FROM outcomes WHERE target = 'bad'") == [
+        ("failed", 1)]
+
+
+def test_targets_inherit_only_stdio_and_default_sigpipe(repo: Path, tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os\n"
+        "fds = sorted(int(f) for f in os.listdir('/proc/self/fd'))\n"
+        "print('fds', fds[:3], len(fds))\n")  # 0, 1, 2 and the listing's own
+    # Python ignores SIGPIPE; a program it starts must not inherit that (grep keeps what
+    # it was given, so its SigIgn mask shows it).
+    write(repo, f'probe:\n    run = "{sys.executable} {probe}"\n'
+                'signals:\n    run = "grep SigIgn /proc/self/status"\n')
+    leaked_read, leaked_write = os.pipe()
+    os.set_inheritable(leaked_write, True)
+    try:
+        proc = start_build(repo, pass_fds=(leaked_write,))
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        os.close(leaked_read)
+        os.close(leaked_write)
+    assert proc.returncode == 0, out.decode()
+    logs = run_dir(repo) / "logs"
+    assert "fds [0, 1, 2] 4" in (logs / "probe.log").read_text()
+    ignored = int((logs / "signals.log").read_text().split()[-1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1))
+
+
+def test_from_a_subdirectory_targets_still_run_at_the_root(repo: Path,
+                                                           agentfile_cli: Run) -> None:
+    write(repo, 'where:\n    run = "pwd"\nmissing:\n    run = "no-such-program-here"\n')
+    (repo / "sub").mkdir()
+    result = agentfile_cli("build", "-k", cwd=repo / "sub")
+    assert result.code == 1
+    logs = run_dir(repo) / "logs"
+    assert (logs / "where.log").read_text().splitlines()[-1] == str(repo.resolve())
+    assert "not found" in (logs / "missing.log").read_text()
+    assert rows(repo, "SELECT exit_code FROM outcomes WHERE target = 'missing'") == [(127,)]
+
+
+
+def test_reactor_watches_a_process_in_a_thread_without_a_pidfd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def steps() -> process.Steps[list[int | None]]:
+        codes = []
+        for word in ("first", "second"):
+            launch = process.Launch(f"echo {word}", tmp_path, dict(os.environ))
+            outcome = yield process.Call(launch, tmp_path / "x.log")
+            codes.append(outcome.exit_code)
+        return codes
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    results: list[tuple[str, list[int | None]]] = []
+    with ThreadPoolExecutor(2) as pool:
+        loop: reactor.Reactor[list[int | None]] = reactor.Reactor(pool)
+        loop.add("k", steps())
+        deadline = time.monotonic() + 10
+        while not results and time.monotonic() < deadline:
+            results += loop.wait(0.1)
+        loop.close()
+    assert results == [("k", [0, 0])]
+    assert (tmp_path / "x.log").read_text().split()[-1] == "second"
