@@ -116,6 +116,14 @@ def test_schema_command_matches_committed_file(agentfile_cli: Run, tmp_path: Pat
     assert json.loads(printed)["$schema"].endswith("2020-12/schema")
 
 
+def test_validation_reads_the_schema_the_model_generates() -> None:
+    from agentfile.manifest.validate import schema_document, shipped_schema
+
+    # Validation reads the shipped file (the wheel's copy when installed) instead of
+    # generating it at every start: the two must be one document.
+    assert shipped_schema() == schema_document()
+
+
 def test_convert_round_trips(repo: Path, agentfile_cli: Run) -> None:
     multi_line = '"""\n        multi\n        line\n        """'
     (repo / "Agentfile").write_text(MANIFEST.replace('"do b"', multi_line))
