@@ -72,7 +72,7 @@ def parse(text: str, path: str) -> s.Document | None:
 
 
 class _Reader:
-    """A cursor over the text that knows its line, and the nodes read so far."""
+    """A cursor over the text that knows its line and how many brackets are open."""
 
     def __init__(self, text: str, path: str) -> None:
         self.text = text
