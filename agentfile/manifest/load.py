@@ -26,8 +26,8 @@ from agentfile.manifest.validate import validate
 MANIFEST_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json",
                   "agentfile", "agentfile.yaml", "agentfile.yml", "agentfile.json")
 _MERGED = ("vars", "options")
-FREEZE_TARGETS = 1000
 _UNIQUE = {"targets": "target", "agents": "agent"}
+FREEZE_TARGETS = 1000  # from this size on, a loaded manifest is frozen out of the cyclic GC
 
 
 @dataclass(frozen=True, slots=True)
