@@ -49,7 +49,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # started as `python benchmarks/NAME.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.peers import agentfile_command, timed
+from benchmarks.peers import Run, agentfile_command, timed
 
 GOAL_RATIO = 1.5
 TOOLS_ORDER = ("agentfile", "make", "doit")
@@ -117,16 +117,6 @@ def dodo_text(targets: list[tuple[str, list[str]]]) -> str:
 
 
 # -- running --------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    tool: str
-    round: int
-    seconds: float
-    ok: bool
-    note: str = ""
-    internal: float | None = None  # agentfile: the build's own duration_s (summary.json)
 
 
 @dataclass

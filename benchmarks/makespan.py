@@ -32,12 +32,11 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # started as `python benchmarks/NAME.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.peers import agentfile_command, timed
+from benchmarks.peers import Run, agentfile_command, timed
 
 GOAL_SLACK = 0.10
 INDEPENDENT = 8
@@ -78,17 +77,6 @@ def makefile_text(targets: list[tuple[str, list[str]]], seconds: float) -> str:
         lines.append(f"\t@sleep {seconds:g}")
     lines.append("")
     return "\n".join(lines)
-
-
-@dataclass
-class Run:
-    tool: str
-    round: int
-    seconds: float
-    ok: bool
-    note: str = ""
-    internal: float | None = None  # agentfile's own duration_s
-    order: str = ""  # agentfile: targets by start time
 
 
 

@@ -1,5 +1,5 @@
 """What the benchmarks that race agentfile against other tools share: how to start agentfile,
-and how one timed run of a command is taken."""
+how one timed run of a command is taken, and what is kept of it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # Compiled bytecode for the Python tools' modules (agentfile, doit), kept between runs.
@@ -44,3 +45,16 @@ def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, int]:
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
     return seconds, done.returncode
+
+
+@dataclass
+class Run:
+    """One measured run of one tool."""
+
+    tool: str
+    round: int
+    seconds: float
+    ok: bool
+    note: str = ""
+    internal: float | None = None  # agentfile: the build's own duration_s (summary.json)
+    order: str = ""  # agentfile: its targets by start time, where a benchmark shows it
