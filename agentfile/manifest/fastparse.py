@@ -179,9 +179,7 @@ class _Reader:
             tail.append(self.word())
             self.skip_gap()
         self.end_line()
-        body = self.body(0, allow_sections=True)
-        last = body[-1].span if body else tail[-1].span if tail else colon
-        return s.Block(tuple(head), tuple(tail), body, _between(head[0].span, last))
+        return self.block(head, tail, colon)
 
     def target_header(self, match: re.Match[str]) -> s.Block:
         """`name: dep dep`, then its body."""
@@ -195,9 +193,14 @@ class _Reader:
         self.pos = match.end()
         self.line += 1
         self.line_start = self.pos
+        return self.block(words[:1], words[1:], colon)
+
+    def block(self, head: list[s.Word], tail: list[s.Word], colon: Span) -> s.Block:
+        """A header's block, its body read from the next line: spanning from the first word to
+        the end of its last body line, else of its last word or colon (as lark's rule)."""
         body = self.body(0, allow_sections=True)
-        last = body[-1].span if body else words[-1].span if len(words) > 1 else colon
-        return s.Block((words[0],), tuple(words[1:]), body, _between(words[0].span, last))
+        last = body[-1].span if body else tail[-1].span if tail else colon
+        return s.Block(tuple(head), tuple(tail), body, _between(head[0].span, last))
 
     def include(self, start: int, end: int) -> s.Include:
         keyword = self.span(start, end)
