@@ -11,8 +11,10 @@ once by the scheduler) nor a record of what agentfile created (committed as it i
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -145,11 +147,13 @@ class Store:
             self.db.execute(sql, args)
 
     def commit(self) -> None:
-        """What deferred writes gathered, written in order in one transaction (runs of the
-        same statement as one executemany)."""
+        """What deferred writes gathered, written in one transaction: in order within each
+        table (the tables do not refer to each other), runs of the same statement as one
+        executemany."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        pending.sort(key=lambda write: _table(write[0]))  # stable: a table's order is kept
         with self.lock:
             self.db.execute("BEGIN")
             try:
@@ -298,6 +302,13 @@ class Store:
         if present:
             query += " AND removed IS NULL"
         return [dict(r) for r in self._read(query + " ORDER BY created", args)]
+
+
+@functools.cache
+def _table(sql: str) -> str:
+    """The table a write statement changes."""
+    match = re.search(r"\b(?:INTO|UPDATE|FROM)\s+(\w+)", sql)
+    return match.group(1) if match else ""
 
 
 def open_store(path: Path, *, readonly: bool = False) -> Store | None:

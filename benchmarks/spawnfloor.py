@@ -2,11 +2,20 @@
 
     python benchmarks/spawnfloor.py [--count 2000] [--jobs 2] [--rounds 3]
 
-Alternately, ROUNDS times: a bare Python loop that does nothing but start `true` with
-os.posix_spawn (in its own session, output into a pipe, as agentfile starts a target) and reap
-it, JOBS at a time; and GNU make running COUNT independent phony targets whose recipe is
-`@true`, with -jJOBS. No logs, events, state or fingerprints on the Python side: whatever an
-executor written in Python adds comes on top of this loop's time (and of its start-up).
+Alternately, ROUNDS times, each in a fresh process:
+
+    python loop     a bare Python loop that does nothing but start `true` with os.posix_spawn
+                    (in its own session, output into a pipe, as agentfile starts a target) and
+                    reap it, JOBS at a time;
+    + imports       the same loop in a process that first imported what `agentfile build`
+                    imports (pydantic models, sqlite3, psutil, ...) and nothing else;
+    make            GNU make running COUNT independent phony targets whose recipe is `@true`,
+                    with -jJOBS.
+
+No logs, events, state or fingerprints on the Python side: whatever an executor written in
+Python adds comes on top of these loops' time (and of its start-up). The second loop shows
+what the process itself costs each spawn: on the machine of the README, a process holding
+agentfile's imports waits longer for each posix_spawn than a bare interpreter does.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AGENTFILE_IMPORTS = "import agentfile.commands.build, agentfile.scheduler"
 
 
 def bare_loop(count: int, jobs: int) -> float:
@@ -47,6 +59,18 @@ def bare_loop(count: int, jobs: int) -> float:
     return seconds
 
 
+def loop_in_fresh_process(count: int, jobs: int, *, imports: bool) -> float:
+    """`bare_loop` in a new interpreter (optionally after agentfile's imports): its seconds."""
+    code = (f"{AGENTFILE_IMPORTS if imports else 'pass'}\n"
+            "from benchmarks.spawnfloor import bare_loop\n"
+            f"print(bare_loop({count}, {jobs}))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, env=env)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def make_run(makefile: Path, jobs: int) -> float:
     started = time.perf_counter()
     subprocess.run(["make", "-s", f"-j{jobs}", "-f", str(makefile)], check=True,
@@ -68,17 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = [f"t{i}" for i in range(args.count)]
         makefile.write_text("all: " + " ".join(names) + "\n" + "".join(
             f"{name}:\n\t@true\n.PHONY: {name}\n" for name in names))
-        loops, makes = [], []
+        loops, heavy, makes = [], [], []
         for round_ in range(1, args.rounds + 1):
-            loops.append(bare_loop(args.count, args.jobs))
+            loops.append(loop_in_fresh_process(args.count, args.jobs, imports=False))
+            heavy.append(loop_in_fresh_process(args.count, args.jobs, imports=True))
             makes.append(make_run(makefile, args.jobs))
-            print(f"  round {round_}  python loop {loops[-1]:.3f} s   make {makes[-1]:.3f} s",
-                  flush=True)
-    loop, make = statistics.median(loops), statistics.median(makes)
+            print(f"  round {round_}  python loop {loops[-1]:.3f} s   + imports "
+                  f"{heavy[-1]:.3f} s   make {makes[-1]:.3f} s", flush=True)
+    loop, loaded, make = (statistics.median(x) for x in (loops, heavy, makes))
     print(f"{args.count} x `true`, -j{args.jobs}, median of {args.rounds}: "
-          f"python loop {loop:.3f} s, make {make:.3f} s, ratio {loop / make:.2f}x")
-    print(f"1.5x make leaves {1.5 * make - loop:.3f} s for an executor's start-up and its "
-          "bookkeeping on top of the loop")
+          f"python loop {loop:.3f} s ({loop / make:.2f}x make), with agentfile's imports "
+          f"{loaded:.3f} s ({loaded / make:.2f}x), make {make:.3f} s")
+    print(f"1.5x make leaves {1.5 * make - loaded:.3f} s for an executor's start-up and its "
+          "bookkeeping on top of the loop with agentfile's imports")
     return 0
 
 
