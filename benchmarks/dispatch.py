@@ -1,6 +1,6 @@
 """How fast `agentfile build` dispatches many no-op targets, against GNU make (and doit).
 
-    python benchmarks/dispatch.py [--rounds 3] [--layers 10] [--width 200] [--jobs 2]
+    python benchmarks/dispatch.py [--rounds 3] [--layers 10] [--width 200] [--jobs 2] [--dir D]
 
 It generates one graph of LAYERS x WIDTH no-op run targets: target i of layer L > 0 depends on
 targets i and (i + 1) % WIDTH of layer L - 1. The same graph is written as an Agentfile
@@ -26,6 +26,10 @@ every target as succeeded with one attempt; for doit, its output must name every
 measured runs are checked by exit code only, and one extra, unmeasured `make --trace` run
 checks that make runs every recipe exactly once.
 
+Before the rounds it also prints the machine's load and what creating one small file costs in
+the benchmark's directory: agentfile writes a log per target, make writes nothing, so a disk
+that is slow to create files right now (see SLOW_CREATE_US) weighs on agentfile alone.
+
 Goal (from the issue): agentfile's median wall time within 1.5x of make's.
 """
 
@@ -43,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +143,23 @@ class Bench:
 
 
 
+SLOW_CREATE_US = 100  # per file; about 20-40 us on the README's machine when it is quiet
+
+
+def file_creation_us(base: Path, count: int = 500) -> float:
+    """Microseconds to create, write and close one small file in `base` (median of 5 runs of
+    `count`): how much the disk charges for what agentfile does and make does not."""
+    samples = []
+    for run in range(5):
+        folder = base / f"probe-{run}"
+        folder.mkdir()
+        started = time.perf_counter()
+        for index in range(count):
+            (folder / f"{index}.log").write_bytes(b"=== probe\n")
+        samples.append((time.perf_counter() - started) / count * 1e6)
+    return statistics.median(samples)
+
+
 def doit_command() -> list[str]:
     script = Path(sys.executable).parent / "doit"
     return [str(script)] if script.exists() else [sys.executable, "-m", "doit"]
@@ -184,17 +206,18 @@ def run_once(bench: Bench, tool: str, round_: int, sources: Path) -> Run:
     internal: float | None = None
     if tool == "agentfile":
         shutil.copy(sources / "Agentfile", workdir / "Agentfile")
-        seconds, code = timed([*agentfile_command(), "build", f"-j{bench.jobs}"], workdir, log)
+        seconds, code, cpu = timed([*agentfile_command(), "build", f"-j{bench.jobs}"], workdir,
+                                   log)
         note, internal = check_agentfile(workdir, expected) if code == 0 else ("", None)
     elif tool == "make":
         shutil.copy(sources / "Makefile", workdir / "Makefile")
         command = ["make", f"-j{bench.jobs}", "-f", "Makefile", "all"]
-        seconds, code = timed(command, workdir, log)
+        seconds, code, cpu = timed(command, workdir, log)
         note = ""
     else:
         shutil.copy(sources / "dodo.py", workdir / "dodo.py")
         command = [*doit_command(), "-n", str(bench.jobs), "-P", "process", "-f", "dodo.py"]
-        seconds, code = timed(command, workdir, log)
+        seconds, code, cpu = timed(command, workdir, log)
         note = check_doit(log, expected) if code == 0 else ""
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -204,7 +227,7 @@ def run_once(bench: Bench, tool: str, round_: int, sources: Path) -> Run:
         shutil.copytree(workdir, kept / workdir.name, symlinks=True)
         shutil.copy(log, kept / log.name)
         note += f" (kept in {kept})"
-    return Run(tool, round_, seconds, ok=not note, note=note, internal=internal)
+    return Run(tool, round_, seconds, ok=not note, note=note, internal=internal, cpu_s=cpu)
 
 
 def verify_make(bench: Bench, sources: Path) -> str:
@@ -212,7 +235,8 @@ def verify_make(bench: Bench, sources: Path) -> str:
     workdir = bench.fresh_dir("make-trace")
     shutil.copy(sources / "Makefile", workdir / "Makefile")
     log = bench.base / f"{workdir.name}.log"
-    _, code = timed(["make", f"-j{bench.jobs}", "--trace", "-f", "Makefile", "all"], workdir, log)
+    _, code, _ = timed(["make", f"-j{bench.jobs}", "--trace", "-f", "Makefile", "all"], workdir,
+                       log)
     text = log.read_text()
     recipes = len(re.findall(r"^true$", text, flags=re.MULTILINE))
     named = re.findall(r"target '([^']+)' (?:does not exist|due to)", text)
@@ -232,6 +256,33 @@ def median(runs: list[Run], tool: str) -> float | None:
     return statistics.median(times) if times else None
 
 
+def cpu_medians(runs: list[Run], tools: list[str]) -> dict[str, float]:
+    """Each tool's median CPU time (itself and every process it ran) over its good runs."""
+    found = {}
+    for tool in tools:
+        times = [run.cpu_s for run in runs if run.tool == tool and run.ok and run.cpu_s]
+        if times:
+            found[tool] = statistics.median(times)
+    return found
+
+
+def print_cpu(cpus: dict[str, float], walls: dict[str, float], cores: int) -> None:
+    """CPU time beside wall time: on a machine this small, the recipes' own CPU fills much of
+    it, so a tool's wall time cannot fall below its CPU time / cores however it schedules."""
+    print()
+    for tool, cpu in cpus.items():
+        wall = walls.get(tool)
+        busy = f", {cpu / (wall * cores):.0%} of {cores} cores busy" if wall else ""
+        print(f"{tool:<10} CPU {cpu:6.3f} s (itself and its recipes){busy}")
+    if "agentfile" in cpus and "make" in walls:
+        allowed = GOAL_RATIO * walls["make"] * cores
+        floor = cpus["agentfile"] / cores
+        print(f"at the goal agentfile may use at most {GOAL_RATIO} x make's wall x {cores} "
+              f"cores = {allowed:.3f} s of CPU, recipes included; it used "
+              f"{cpus['agentfile']:.3f} s: with every core busy all the time its wall "
+              f"could not fall below {floor:.3f} s ({floor / walls['make']:.2f}x make)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="agentfile vs make (vs doit) on no-op targets")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tool (default 3)")
@@ -240,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-doit", action="store_true", help="skip doit even if importable")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where to make the temporary directory (default: the system's "
+                             "temporary directory); e.g. /dev/shm to leave the disk out")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.layers < 1 or args.width < 1 or args.jobs < 1:
         parser.error("--rounds, --layers, --width and --jobs are positive")
@@ -258,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("GNU make not found", file=sys.stderr)
         return 2
 
-    base = Path(tempfile.mkdtemp(prefix="agentfile-dispatch-"))
+    base = Path(tempfile.mkdtemp(prefix="agentfile-dispatch-", dir=args.dir))
     try:
         sources = base / "sources"
         sources.mkdir()
@@ -284,10 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{platform.platform()}"
         )
         print(doit_note)
+        print(f"working in {base}")
         load_before = os.getloadavg()[0]
         print(f"load average (1 min) before: {load_before:.2f}")
         if load_before > 0.5:
             print("  warning: the machine is busy; wall times will be noisy")
+        create_us = file_creation_us(base)
+        print(f"creating a file here: {create_us:.0f} us (agentfile creates one log per target)")
+        if create_us > SLOW_CREATE_US:
+            print("  warning: file creation is slow right now, which only agentfile pays for; "
+                  "on ext4 without a journal this follows the deletion of many files in the "
+                  "last minutes (new inodes skip recently deleted ones)")
 
         bench = Bench(targets, args.jobs, base, tools, "graph")
         make_check = verify_make(bench, sources)
@@ -347,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{mid_internal / count * 1000:10.3f}   (build loop only: no start-up, "
                 "no summary)"
             )
+        cpus = cpu_medians(bench.runs, tools)
+        print_cpu(cpus, medians, os.cpu_count() or 1)
         print(f"load average (1 min) after: {os.getloadavg()[0]:.2f}")
         failures = [run for run in bench.runs + startup.runs if not run.ok]
         print()

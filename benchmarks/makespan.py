@@ -112,12 +112,13 @@ def run_once(tool: str, round_: int, base: Path, sources: Path, jobs: int) -> Ru
     note = ""
     if tool == "agentfile":
         shutil.copy(sources / "Agentfile", workdir / "Agentfile")
-        seconds, code = timed([*agentfile_command(), "build", f"-j{jobs}", "all"], workdir, log)
+        seconds, code, _ = timed([*agentfile_command(), "build", f"-j{jobs}", "all"], workdir,
+                                 log)
         if code == 0:
             note, internal, order = read_summary(workdir, expected)
     else:
         shutil.copy(sources / "Makefile", workdir / "Makefile")
-        seconds, code = timed(["make", f"-j{jobs}", "all"], workdir, log)
+        seconds, code, _ = timed(["make", f"-j{jobs}", "all"], workdir, log)
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         note = f"exit {code}: {' | '.join(tail)}"

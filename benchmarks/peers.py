@@ -4,6 +4,7 @@ how one timed run of a command is taken, and what is kept of it."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 # Compiled bytecode for the Python tools' modules (agentfile, doit), kept between runs.
 PYCACHE = Path(tempfile.gettempdir()) / "agentfile-bench-pycache"
@@ -36,15 +38,28 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def timed(command: list[str], cwd: Path, log: Path) -> tuple[float, int]:
-    """Wall seconds and exit code of one run, its output kept in `log` (no live board)."""
+class Timed(NamedTuple):
+    seconds: float  # wall
+    code: int  # exit code
+    cpu_s: float  # CPU time (user + system) of the tool and of every process it ran
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed(command: list[str], cwd: Path, log: Path) -> Timed:
+    """One run, its output kept in `log` (no live board). Its CPU time counts the tool and
+    every descendant reaped by it or by us (what the kernel adds to RUSAGE_CHILDREN)."""
     env = tool_env()
     with log.open("wb") as out:
+        cpu_before = _children_cpu()
         started = time.perf_counter()
         done = subprocess.run(command, cwd=cwd, env=env, stdout=out,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
-    return seconds, done.returncode
+    return Timed(seconds, done.returncode, _children_cpu() - cpu_before)
 
 
 @dataclass
@@ -58,3 +73,4 @@ class Run:
     note: str = ""
     internal: float | None = None  # agentfile: the build's own duration_s (summary.json)
     order: str = ""  # agentfile: its targets by start time, where a benchmark shows it
+    cpu_s: float | None = None  # CPU time of the tool and everything it ran
