@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -251,19 +251,18 @@ def verify_make(bench: Bench, sources: Path) -> str:
 # -- report ---------------------------------------------------------------------------------
 
 
-def median(runs: list[Run], tool: str) -> float | None:
-    times = [run.seconds for run in runs if run.tool == tool and run.ok]
-    return statistics.median(times) if times else None
+def median(runs: list[Run], tool: str,
+           measure: Callable[[Run], float | None] = lambda run: run.seconds) -> float | None:
+    """The median of `measure` (wall seconds by default) over the tool's good runs."""
+    values = [value for run in runs if run.tool == tool and run.ok
+              and (value := measure(run)) is not None]
+    return statistics.median(values) if values else None
 
 
 def cpu_medians(runs: list[Run], tools: list[str]) -> dict[str, float]:
     """Each tool's median CPU time (itself and every process it ran) over its good runs."""
-    found = {}
-    for tool in tools:
-        times = [run.cpu_s for run in runs if run.tool == tool and run.ok and run.cpu_s]
-        if times:
-            found[tool] = statistics.median(times)
-    return found
+    found = {tool: median(runs, tool, lambda run: run.cpu_s) for tool in tools}
+    return {tool: cpu for tool, cpu in found.items() if cpu is not None}
 
 
 def print_cpu(cpus: dict[str, float], walls: dict[str, float], cores: int) -> None:
