@@ -14,6 +14,8 @@ data, spans and problems, on rendered manifests and on YAML soup.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,16 @@ def test_yaml_builder_matches_pyyaml_on_manifests(doc: dict[str, object]) -> Non
 @given(st.lists(st.sampled_from(_YAML_PIECES), max_size=30).map("".join))
 def test_yaml_builder_matches_pyyaml_on_soup(text: str) -> None:
     _same_as_pyyaml(text)
+
+
+def test_a_valid_agentfile_loads_neither_lark_nor_pyyaml(tmp_path: Path) -> None:
+    """Start-up: a well-formed Agentfile needs neither parser library (only a mistake in it
+    loads lark, only a YAML or JSON manifest PyYAML)."""
+    (tmp_path / "Agentfile").write_text('a:\n    run = "true"\nb: a\n    run = "true"\n')
+    probe = ("import sys\n"
+             "from agentfile.manifest.load import load\n"
+             "load(__import__('pathlib').Path(sys.argv[1]))\n"
+             "print(sorted(m for m in ('lark', 'yaml') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "Agentfile")],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

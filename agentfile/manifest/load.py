@@ -16,7 +16,6 @@ from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
 from agentfile.graph import CycleError, Graph, build_graph
 from agentfile.manifest import fastparse
 from agentfile.manifest.cache import cached
-from agentfile.manifest.dataform import load_json, load_yaml
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
 from agentfile.manifest.lower import SpanTable, lower
 from agentfile.manifest.model import Agent, DirRef, Manifest
@@ -155,6 +154,10 @@ def _read(text: str, form: str, shown: str) -> Source:
         lowering = lower(document)
         return Source(lowering.doc, lowering.spans, problems + lowering.problems,
                       lowering.damaged)
+    # The data forms' reader loads PyYAML, which an Agentfile never needs (a tenth of the
+    # start-up of a command that reads one).
+    from agentfile.manifest.dataform import load_json, load_yaml
+
     data, spans, problems = (load_yaml if form == "yaml" else load_json)(text, shown)
     if data is not None and not isinstance(data, dict):
         problems.append(Problem(spans.get((), Span(shown, 1, 1)),
