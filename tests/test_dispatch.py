@@ -3,9 +3,12 @@ the build writes a tick at a time: events, state rows, logs. Real builds in real
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import pty
+import select
 import signal
 import sqlite3
 import subprocess
@@ -193,6 +196,34 @@ def test_output_nobody_watches_goes_straight_into_the_log(repo: Path,
     lines = detail.splitlines()
     assert lines[0] == "exited with 3:" and lines[-1] == "tail"
     assert "line 50" in lines and "line 1" not in lines and "===" not in detail
+
+
+def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Path) -> None:
+    """On a terminal the live board shows what a running target printed last: its output
+    comes through agentfile line by line, and still reaches its log whole."""
+    write(repo, 'talk:\n    run = "echo first-words; sleep 2; echo last-words"\n')
+    main, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
+                            env={**env, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([main], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the build has closed it
+                    seen += os.read(main, 65536)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(main)
+    assert proc.returncode == 0, seen.decode(errors="replace")
+    board = seen.split(b"last-words")[0]  # before its last line, while it ran
+    assert b"first-words" in board and b"0/1 done" in board
+    log = (run_dir(repo) / "logs" / "talk.log").read_text().splitlines()
+    assert log[1:] == ["first-words", "last-words"]
 
 
 def test_started_reads_a_pipe_only_for_someone(tmp_path: Path) -> None:
