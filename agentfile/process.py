@@ -266,24 +266,6 @@ def direct_argv(command: str) -> list[str] | None:
     return words
 
 
-def log_tail(log: Path, start: int) -> list[str]:
-    """The last TAIL_LINES lines a process wrote into `log` from offset `start` on."""
-    try:
-        with open(log, "rb") as handle:
-            end = handle.seek(0, os.SEEK_END)
-            begin = max(start, end - 64 * 1024)
-            handle.seek(begin)
-            data = handle.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    if begin > start:
-        lines = lines[1:]  # cut in the middle
-    if lines and not lines[-1]:
-        lines.pop()
-    return [line.rstrip("\r") for line in lines[-TAIL_LINES:]]
-
-
 def read_some(fd: int) -> bytes | None:
     """What a non-blocking pipe holds now (up to 64 KiB; b"" if nothing yet), None at its end."""
     try:
@@ -305,18 +287,12 @@ class LogFile:
     reader sees each line as it comes."""
 
     def __init__(self, path: Path) -> None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         try:
             self.fd = os.open(path, flags, 0o666)
         except FileNotFoundError:  # the first log in its folder
             path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(path, flags, 0o666)
-
-    def line_start(self) -> bytes:
-        """What to write first so that the next write starts a line: a newline after an
-        earlier attempt's output that did not end with one."""
-        end = os.lseek(self.fd, 0, os.SEEK_END)
-        return b"\n" if end and os.pread(self.fd, 1, end - 1) != b"\n" else b""
 
     def write(self, data: bytes, /) -> int:
         view = memoryview(data)
@@ -369,11 +345,6 @@ class Started:
     """A process started from a Launch, its output on its way into its log: the state that
     `run` (one process, blocking) and the reactor (many, in one thread) share.
 
-    When nobody reads its lines as they come (`on_line` is None: no live board, no agent's
-    events) and no secret is to be masked, the process writes straight into its log, as
-    make's recipes write to make's output: no pipe to pump, and a failure's last lines are
-    read back from the log. Otherwise its output comes through a pipe, a line at a time.
-
     Pumping and polling never block; `settle`, which may stop what the leader left running and
     wait for it, can.
     """
@@ -381,36 +352,25 @@ class Started:
     def __init__(self, launch: Launch, log: Path,
                  on_line: Callable[[str], None] | None) -> None:
         self.launch = launch
-        self.log = log
         self.begun = time.monotonic()
         self.sink = LogFile(log)
-        self.fd = -1  # the output pipe's read end; -1 when the output goes into the log
-        self.tail: list[str] = []
-        self.lines: Lines | None = None
-        self.output_from = 0  # where this process's output begins in a log it writes itself
+        self.fd = -1
         try:
+            self.tail: list[str] = []
+            self.lines = Lines(self.sink, self.tail, on_line, launch.header)
             env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
             command = launch.command
             argv = command if isinstance(command, list) else direct_argv(command)
-            if on_line is None and redactor().pattern is None:
-                if launch.header:
-                    self.sink.write(self.sink.line_start() + launch.header.encode() + b"\n")
-                self.output_from = os.lseek(self.sink.fd, 0, os.SEEK_END)
-                self.leader, _ = spawn(argv, command, launch.cwd, env, output=self.sink.fd)
-                self.sink.close()  # the child has its own copy
-            else:
-                self.lines = Lines(self.sink, self.tail, on_line, launch.header)
-                self.leader, self.fd = spawn(argv, command, launch.cwd, env)
+            self.leader, self.fd = spawn(argv, command, launch.cwd, env)
         except BaseException:
             self.sink.close()
             raise
         self.pid = self.leader.pid
-        self.eof = self.fd < 0  # no pipe: nothing to read to its end
+        self.eof = False
         self.exited_at: float | None = None
 
     def read(self) -> None:
         """What the pipe holds now, into the log."""
-        assert self.lines is not None
         data = read_some(self.fd)
         if data is None:
             self.eof = True
@@ -444,8 +404,7 @@ class Started:
         stop it early is returned instead."""
         next_check = time.monotonic() + 0.1
         with selectors.DefaultSelector() as selector:
-            if self.fd >= 0:
-                selector.register(self.fd, selectors.EVENT_READ)
+            selector.register(self.fd, selectors.EVENT_READ)
             while True:
                 if not self.eof and selector.select(timeout=0.05):
                     self.read()
@@ -497,18 +456,12 @@ class Started:
                       leader=self.leader)
         self.leader.wait()
         _reap(known)
-        self._drain(failed=stopped is not None or self.leader.returncode != 0)
+        self._drain()
         return Outcome(self.leader.returncode, stopped, time.monotonic() - self.begun,
                        self.tail)
 
-    def _drain(self, *, failed: bool) -> None:
-        """What is left in the pipe after the tree was stopped, then the last partial line;
-        for a process that wrote into its log itself, a failure's last lines, read back (a
-        success's are never shown)."""
-        if self.lines is None:
-            if failed:
-                self.tail[:] = log_tail(self.log, self.output_from)
-            return
+    def _drain(self) -> None:
+        """What is left in the pipe after the tree was stopped, then the last partial line."""
         deadline = time.monotonic() + 0.5
         while not self.eof and time.monotonic() < deadline:
             before = self.lines.partial

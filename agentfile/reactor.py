@@ -156,7 +156,7 @@ class Reactor(Generic[R]):
             self._when_settled(child, self.executor.submit(_watch, started, call))
             return
         child = _Child(key, steps, call, started, pidfd, time.monotonic() + WATCH_SECONDS)
-        for fd in (started.fd, pidfd) if started.fd >= 0 else (pidfd,):
+        for fd in (started.fd, pidfd):
             self.poll.register(fd, select.POLLIN)
             self.owners[fd] = child
             child.registered.add(fd)

@@ -113,7 +113,6 @@ class Job:
     terminal: TmuxSession | None = None  # run in a window of this tmux session
     budget_usd_left: Callable[[], float | None] = lambda: None
     tag: str = ""
-    watch_lines: bool = True  # a live board shows its last line: its output comes line by line
     # The build's environment, copied once (reading os.environ costs more than a dict copy).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -330,10 +329,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         if call is not None or job.budget is not None else None
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(number, command))
-    # Unless someone reads them (an agent's events, the board), its lines are not read as
-    # they come: the process writes into its log itself.
-    watched = on_line if call is not None or job.watch_lines else None
-    outcome = yield process.Call(launch, job.log, watched, sampler, job.cancel, on_start,
+    outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
                                  job.known)
     progress.pid = None
     status, error = _status(outcome)

@@ -68,7 +68,6 @@ class BuildRequest:
     ledger: Ledger | None = None  # the user's spend across repositories (daily budget)
     daily: DailyBudget | None = None
     all_in_tmux: bool = False  # --tmux
-    watch_lines: bool = False  # a live board shows running targets' last lines
 
 
 @dataclass
@@ -375,7 +374,6 @@ class Scheduler:
             cancel=threading.Event(), progress=Progress(),
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}", environ=self.environ,
-            watch_lines=self.request.watch_lines,
         )
         if self.request.terminal is not None and (
                 self.request.all_in_tmux or target.definition.terminal == "tmux"):

@@ -1,5 +1,5 @@
 """Starting a target's process: in its own session, stdin from /dev/null, stdout and stderr
-into one new pipe, or straight into a file the caller opened (its log).
+into one new pipe.
 
 `os.posix_spawn` (vfork and exec, no Python in between) where it can do what
 `subprocess.Popen` would: the child runs in agentfile's own directory and its program is found
@@ -81,16 +81,13 @@ class Spawned:
 
 
 def spawn(argv: list[str] | None, command: str | list[str], cwd: Path,
-          env: Mapping[str, str], output: int | None = None) -> tuple[Leader, int]:
+          env: Mapping[str, str]) -> tuple[Leader, int]:
     """Start `argv` (exec'd directly), else the shell command line `command`; the leader and
-    the read end of its output pipe (non-blocking, the caller's to close), or -1 when the
-    output goes to the descriptor `output` instead (the caller keeps it).
+    the read end of its output pipe (non-blocking, the caller's to close).
 
     A direct `argv` whose program cannot be found or run falls back to the shell when
     `command` is a command line, which then says so and exits 127, as the shell would have.
     """
-    if output is not None:
-        return _start(argv, command, cwd, env, output), -1
     read, write = os.pipe()
     try:
         leader = _start(argv, command, cwd, env, write)

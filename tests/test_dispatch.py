@@ -179,28 +179,30 @@ def test_from_a_subdirectory_targets_still_run_at_the_root(repo: Path,
 
 
 
-def test_output_nobody_watches_goes_straight_into_the_log(repo: Path,
-                                                        agentfile_cli: Run) -> None:
-    """Without a live board, a plain command writes into its log itself (no pipe); a
-    failure's last lines are read back from the log, each attempt's own."""
-    write(repo, 'flaky:\n    retries = 1\n'
-                '    run = "for i in $(seq 1 50); do echo line $i; done; printf tail; exit 3"\n')
+def test_each_attempt_keeps_its_output_and_its_own_failure(repo: Path,
+                                                          agentfile_cli: Run) -> None:
+    """A target's log keeps every attempt's output under its own header, even when a command
+    writes to /dev/stderr by name (which reopens whatever its stderr is); a failure's detail
+    is the last attempt's own last lines."""
+    write(repo, 'flaky:\n    retries = 1\n    run = "'
+                "if [ -f tried ]; then echo second-try; echo 'why: second' >/dev/stderr; exit 3; "
+                "fi; touch tried; for i in $(seq 1 50); do echo line $i; done; "
+                "echo 'why: first' >/dev/stderr; printf tail; exit 3"
+                '"\n')
     result = agentfile_cli("build", cwd=repo)
     assert result.code == 1
     log = (run_dir(repo) / "logs" / "flaky.log").read_text().splitlines()
-    assert [n for n, line in enumerate(log) if line.startswith("=== agentfile: attempt")] == [
-        0, 52]
-    assert log[1] == "line 1" and log[51] == "tail" and log[53] == "line 1"
-    assert log[-1] == "tail"
+    headers = [n for n, line in enumerate(log) if line.startswith("=== agentfile: attempt")]
+    assert headers == [0, 53], log
+    assert log[1:53] == [f"line {i}" for i in range(1, 51)] + ["why: first", "tail"]
+    assert log[54:] == ["second-try", "why: second"]
     (detail,) = rows(repo, "SELECT detail FROM outcomes")[0]
-    lines = detail.splitlines()
-    assert lines[0] == "exited with 3:" and lines[-1] == "tail"
-    assert "line 50" in lines and "line 1" not in lines and "===" not in detail
+    assert detail == "exited with 3:\nsecond-try\nwhy: second"
 
 
 def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Path) -> None:
-    """On a terminal the live board shows what a running target printed last: its output
-    comes through agentfile line by line, and still reaches its log whole."""
+    """On a terminal the live board shows what a running target printed last, as it runs,
+    and its log still gets the whole output."""
     write(repo, 'talk:\n    run = "echo first-words; sleep 2; echo last-words"\n')
     main, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
@@ -224,32 +226,6 @@ def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Pat
     assert b"first-words" in board and b"0/1 done" in board
     log = (run_dir(repo) / "logs" / "talk.log").read_text().splitlines()
     assert log[1:] == ["first-words", "last-words"]
-
-
-def test_started_reads_a_pipe_only_for_someone(tmp_path: Path) -> None:
-    launch = process.Launch("echo hi", tmp_path, dict(os.environ), header="=== head")
-    seen: list[str] = []
-    for on_line in (None, seen.append):
-        log = tmp_path / f"{'piped' if on_line else 'direct'}.log"
-        started = process.Started(launch, log, on_line)
-        assert (started.fd >= 0) == (on_line is not None)
-        outcome = started.run_to_end(None, None, None)
-        started.close()
-        assert outcome.exit_code == 0
-        assert log.read_text() == "=== head\nhi\n"
-    assert seen == ["hi"]
-
-
-def test_log_tail_of_a_long_output(tmp_path: Path) -> None:
-    log = tmp_path / "t.log"
-    header = b"=== agentfile: attempt 1\n"
-    body = b"".join(b"%06d %s\n" % (i, b"x" * 100) for i in range(2000))
-    log.write_bytes(header + body + b"last")
-    tail = process.log_tail(log, len(header))
-    assert len(tail) == process.TAIL_LINES and tail[-1] == "last"
-    assert tail[-2].startswith("001999 ")
-    assert process.log_tail(log, len(header) + len(body)) == ["last"]
-    assert process.log_tail(tmp_path / "missing.log", 0) == []
 
 
 def test_reactor_watches_a_process_in_a_thread_without_a_pidfd(

@@ -258,14 +258,12 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     def log_path(target: str) -> str:
         return os.path.relpath(files.log(target))
 
-    board = not as_json and ui.is_interactive(sys.stdout)
-    request.watch_lines = board
     scheduler = Scheduler(request, run_id=run_id, files=files, store=store,
                           reporter=events)
     live: Reporter
     if as_json:
         live = JsonLines(sys.stdout)
-    elif board:
+    elif ui.is_interactive(sys.stdout):
         print(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}")
         live = ui.Board(ui.console_for(sys.stdout), total=len(request.names),
                         budget_usd=request.budget_usd, snapshot=lambda: _live_rows(scheduler),
