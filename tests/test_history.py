@@ -63,3 +63,33 @@ def test_status_and_follow_during_a_build(repo: Path, agentfile_cli: Run) -> Non
     finally:
         build.wait(timeout=20)
     assert "no build is running" in agentfile_cli("status", cwd=repo).out
+
+
+def test_what_builds_left_stays_readable_with_a_broken_manifest(repo: Path,
+                                                               agentfile_cli: Run) -> None:
+    """`runs`, `logs`, `status`, `report` and `clean` need only the repository's root: they
+    answer while the manifest is mid-edit and would not load."""
+    (repo / "Agentfile").write_text(MANIFEST)
+    assert agentfile_cli("build", cwd=repo).code == 1
+    (repo / "Agentfile").write_text(MANIFEST + "c: nowhere\n    run = \"true\n")
+    assert agentfile_cli("check", cwd=repo).code == 2  # broken indeed
+    assert "hello from a" in agentfile_cli("logs", "a", cwd=repo).out
+    for command in (["runs"], ["status"], ["report"], ["clean", "--dry-run"]):
+        result = agentfile_cli(*command, cwd=repo)
+        assert result.code == 0, (command, result.out, result.err)
+    (repo / "sub").mkdir()  # found from a subdirectory too, up to the git root
+    assert "hello from a" in agentfile_cli("logs", "a", cwd=repo / "sub").out
+
+
+def test_reading_a_log_loads_no_manifest_model(repo: Path, agentfile_cli: Run) -> None:
+    """Start-up: `logs` (and the other history commands) never import pydantic."""
+    (repo / "Agentfile").write_text(MANIFEST)
+    assert agentfile_cli("build", cwd=repo).code == 1
+    probe = ("import sys\n"
+             "from agentfile.cli import main\n"
+             "code = main(['logs', 'a'])\n"
+             "print('pydantic' in sys.modules, code, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True,
+                          text=True, check=True)
+    assert "hello from a" in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "False 0", done.stderr

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from agentfile.commands.common import load_manifest, manifest_path, print_json
+from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
 from agentfile.manifest.load import display_path, load
+from agentfile.manifest.locate import manifest_path
 
 
 def check(*, file: str | None, as_json: bool) -> int:

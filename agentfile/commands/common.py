@@ -1,27 +1,20 @@
-"""What several commands share: finding and loading the manifest, printing JSON."""
+"""What several commands share: loading the manifest, printing JSON."""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentfile.errors import UsageError
-from agentfile.manifest.load import LoadedManifest, find_manifest, load
+from agentfile.manifest.locate import manifest_path
 
-
-def manifest_path(file: str | None) -> Path:
-    """`-f FILE` if given (it must exist), else the discovered manifest."""
-    if file is None:
-        return find_manifest(Path.cwd())
-    path = Path(file)
-    if not path.is_file():
-        raise UsageError(f"no such manifest: {file}")
-    return path
+if TYPE_CHECKING:  # the model (pydantic) loads only for commands that read the manifest
+    from agentfile.manifest.load import LoadedManifest
 
 
 def load_manifest(file: str | None) -> LoadedManifest:
+    from agentfile.manifest.load import load
+
     return load(manifest_path(file))
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from agentfile import ui
-from agentfile.commands.common import load_manifest, print_json
+from agentfile.commands.common import print_json
 from agentfile.errors import EXIT_OK, UsageError
 from agentfile.events import read_events
 from agentfile.layout import Layout, RunFiles
+from agentfile.manifest.locate import manifest_path, repository_root
 from agentfile.runlock import holder
 from agentfile.state import Store, open_store
 
@@ -21,7 +22,9 @@ FOLLOW_POLL_SECONDS = 0.2
 
 
 def layout_for(file: str | None) -> Layout:
-    return Layout(load_manifest(file).root)
+    """The repository's `.agentfile/`, found from the manifest's place without reading it:
+    what builds left stays readable while the manifest is broken."""
+    return Layout(repository_root(manifest_path(file)))
 
 
 def read_store(layout: Layout) -> Store:

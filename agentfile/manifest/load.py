@@ -17,13 +17,12 @@ from agentfile.graph import CycleError, Graph, build_graph
 from agentfile.manifest import fastparse
 from agentfile.manifest.cache import cached
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
+from agentfile.manifest.locate import repository_root
 from agentfile.manifest.lower import SpanTable, lower
 from agentfile.manifest.model import Agent, DirRef, Manifest
 from agentfile.manifest.semantics import Checker
 from agentfile.manifest.validate import validate
 
-MANIFEST_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json",
-                  "agentfile", "agentfile.yaml", "agentfile.yml", "agentfile.json")
 _MERGED = ("vars", "options")
 _UNIQUE = {"targets": "target", "agents": "agent"}
 FREEZE_TARGETS = 1000  # from this size on, a loaded manifest is frozen out of the cyclic GC
@@ -77,28 +76,6 @@ class LoadedManifest:
                 raise UsageError(f"no target '{name}'{suggest(name, by_group)}")
             out.extend(by_group[name])
         return list(dict.fromkeys(out))
-
-
-def git_root(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    return None
-
-
-def find_manifest(start: Path) -> Path:
-    """The manifest in `start`, else in its parents up to the git root (SPEC 1)."""
-    start = start.resolve()
-    top = git_root(start)
-    folders = [start] if top is None else [start, *start.parents[: len(start.parents)
-                                                                  - len(top.parents)]]
-    for folder in folders:
-        names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        for name in MANIFEST_NAMES:
-            if name in names:
-                return folder / name
-    where = f"{start}" + (f" or its parents up to {top}" if top and top != start else "")
-    raise UsageError(f"no Agentfile in {where} (run `agentfile init` to write one)")
 
 
 def form_of(path: Path) -> str:
@@ -271,7 +248,7 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:
         invalid |= more_invalid
     if manifest is None or not readable:
         raise ManifestError(problems)
-    root = git_root(path.parent) or path.parent
+    root = repository_root(path)
     checker = Checker(manifest, spans, base=path.parent, root=root, invalid=invalid)
     targets = checker.run()
     problems += checker.problems
