@@ -15,6 +15,8 @@ from typing import Any
 
 import platformdirs
 
+from agentfile.state import damaged_is_an_error
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
     time REAL NOT NULL,
@@ -45,10 +47,12 @@ class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or home() / "ledger.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                  check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        with damaged_is_an_error(self.path, "what agents spent before is forgotten, today's "
+                                            "daily budget included"):
+            self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                      check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
         self.lock = threading.Lock()
 
     def close(self) -> None:

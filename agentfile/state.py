@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import re
+import shlex
 import sqlite3
 import threading
 import time
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agentfile.errors import UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -113,17 +116,21 @@ class Store:
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
-        if readonly:
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Workers record the worktrees and branches they create, under `self.lock`.
-            self.db = sqlite3.connect(path, timeout=10, isolation_level=None,
-                                      check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # A crash may lose the last transaction, never corrupt: enough for a build log.
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+        with damaged_is_an_error(path, "every target runs again, and `agentfile clean` no "
+                                       "longer knows the worktrees and branches builds made "
+                                       "(`git worktree list` shows them)"):
+            if readonly:
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+                self.db.execute("SELECT count(*) FROM sqlite_master")  # damaged: it says here
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Workers record the worktrees and branches they create, under `self.lock`.
+                self.db = sqlite3.connect(path, timeout=10, isolation_level=None,
+                                          check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                # A crash may lose the last transaction, never corrupt: enough for a build log.
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
         self.defer = False  # writes wait in `pending` until commit() (see deferred)
@@ -302,6 +309,20 @@ class Store:
         if present:
             query += " AND removed IS NULL"
         return [dict(r) for r in self._read(query + " ORDER BY created", args)]
+
+
+@contextmanager
+def damaged_is_an_error(path: Path, consequence: str) -> Iterator[None]:
+    """A database file that is not one, or is corrupt, is the user's to move aside: say so
+    (exit 2) rather than crash. Any other database error (locked, read-only) passes."""
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        if getattr(err, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            raise
+        aside = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.damaged')}"
+        raise UsageError(f"{path} is damaged ({err}); move it aside, e.g. `{aside}`, and "
+                         f"agentfile starts a new one: {consequence}") from None
 
 
 @functools.cache

@@ -346,3 +346,31 @@ def test_json_events_on_stdout(repo: Path, agentfile_cli: Run) -> None:
     for key in ("target", "status", "exit_code", "attempt", "duration_s", "cost_usd",
                 "tokens", "peak_rss_bytes", "run", "time"):
         assert key in finished
+
+
+def test_a_damaged_state_database_is_a_clear_error(repo: Path, agentfile_cli: Run,
+                                                    tmp_path: Path) -> None:
+    """A state file that is not a database stops every command with exit 2 and what to do,
+    never a crash; moved aside, the next build starts afresh. The same for the ledger."""
+    write(repo, 'a:\n    run = "true"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    state = repo / ".agentfile" / "state.sqlite"
+    for extra in ("-wal", "-shm"):
+        Path(f"{state}{extra}").unlink(missing_ok=True)
+    state.write_bytes(b"this is not a database, it was overwritten" * 100)
+    for command in (["build"], ["runs"], ["status"], ["clean", "-n"]):
+        result = agentfile_cli(*command, cwd=repo)
+        assert result.code == 2, (command, result.out, result.err)
+        assert "is damaged" in result.err and "move it aside" in result.err
+        assert "internal error" not in result.err + result.out
+    state.rename(state.with_name("state.sqlite.damaged"))
+    again = agentfile_cli("build", cwd=repo)
+    assert again.code == 0 and "1 succeeded" in again.out, again.out + again.err
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "ledger.sqlite").write_bytes(b"garbage" * 1000)
+    write(repo, 'agent bot: command\n    command = "true"\n'
+                'ask:\n    agent = bot\n    isolation = none\n    prompt = "hi"\n')
+    spent = agentfile_cli("build", cwd=repo, env={"AGENTFILE_HOME": str(home)})
+    assert spent.code == 2 and "ledger.sqlite is damaged" in spent.err, spent.err
