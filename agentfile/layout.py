@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from agentfile.errors import UsageError
+
 STATE_DIR = ".agentfile"
 
 
@@ -60,11 +62,17 @@ class Layout:
         return self.runs_dir / run_id
 
     def ensure(self) -> None:
-        """Create `.agentfile/` with a `.gitignore` of `*`, so git never sees it."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ignore = self.state_dir / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("*\n")
+        """Create `.agentfile/` with a `.gitignore` of `*`, so git never sees it; a place
+        where it cannot be (a file of that name, no permission) is the user's to fix."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            ignore = self.state_dir / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("*\n")
+        except OSError as err:
+            why = "a file of that name is in the way" if self.state_dir.is_file() else \
+                err.strerror or str(err)
+            raise UsageError(f"cannot keep build state in {self.state_dir}: {why}") from None
 
 
 @dataclass(frozen=True)

@@ -374,3 +374,11 @@ def test_a_damaged_state_database_is_a_clear_error(repo: Path, agentfile_cli: Ru
                 'ask:\n    agent = bot\n    isolation = none\n    prompt = "hi"\n')
     spent = agentfile_cli("build", cwd=repo, env={"AGENTFILE_HOME": str(home)})
     assert spent.code == 2 and "ledger.sqlite is damaged" in spent.err, spent.err
+
+
+def test_no_place_for_state_is_a_clear_error(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'a:\n    run = "touch ran"\n')
+    (repo / ".agentfile").write_text("a file where agentfile keeps its folder\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 2 and "a file of that name is in the way" in result.err, result.err
+    assert "internal error" not in result.err and not (repo / "ran").exists()
