@@ -262,3 +262,18 @@ def test_a_valid_agentfile_loads_neither_lark_nor_pyyaml(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "Agentfile")],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_a_header_that_ends_badly_is_read_in_linear_time() -> None:
+    """A target header whose line does not end well (`a: bbbb…!`) once made the header's
+    regular expression backtrack exponentially: 40 characters would have taken days. Run in
+    a child process so that a return of the bug fails this test instead of hanging the run."""
+    probe = ("from agentfile.manifest import fastparse\n"
+             "text = 'a: ' + 'b' * 5000 + '!\\n    run = \"x\"\\n'\n"
+             "deps = 'a: ' + ' '.join(['dep'] * 5000) + ' !\\n'\n"
+             "print(fastparse.parse(text, 'Agentfile'), fastparse.parse(deps, 'Agentfile'))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["None", "None"]  # lark says what is wrong
+    _, problems = parse("a: " + "b" * 40 + "!\n", "Agentfile")
+    assert problems[0].message == "unexpected character '!'"

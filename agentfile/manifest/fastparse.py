@@ -45,8 +45,12 @@ _NEXT_LINE = re.compile(r"(?: *(?:#[^\n]*)?\n)*( *)")
 # Inside brackets newlines and comments are dropped too (the indenter ignores them there).
 _GAP = re.compile(r"(?:[ \n]|#[^\n]*)*")
 _LINE_END = re.compile(r" *(?:#[^\n]*)?\n")
-# The most common header, `name: dep dep`, read in one match.
-_TARGET_HEADER = re.compile(r"([A-Za-z0-9_./{}-]+) *(:)((?: *[A-Za-z0-9_./{}-]+)*) *(?:#[^\n]*)?\n")
+# The most common header, `name: dep dep`, read in one match. The dependencies are words
+# with at least one space between them: written `(?: *WORD+)*`, a word could be cut anywhere
+# and a line that does not end well (`a: bbbb…!`) took time exponential in its length.
+_TARGET_HEADER = re.compile(
+    r"([A-Za-z0-9_./{}-]+) *(:)((?: *[A-Za-z0-9_./{}-]+(?: +[A-Za-z0-9_./{}-]+)*)?)"
+    r" *(?:#[^\n]*)?\n")
 # The most common line of all, `    name = "text"`, read in one match.
 _STRING_ATTRIBUTE = re.compile(
     r'([A-Za-z_][A-Za-z0-9_-]*) *= *("(?!"")[^"\\\n]*(?:\\.[^"\\\n]*)*") *(?:#[^\n]*)?\n')
