@@ -284,7 +284,7 @@ def test_exit_codes_2_and_3(repo: Path, agentfile_cli: Run) -> None:
     assert got["t0"] == "succeeded" and "blocked" in got.values()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> None:
     write(repo, "".join(f"s{i}:\n    run = \"sleep 30 & sleep 30\"\n" for i in range(3))
           + "after: s0 s1 s2\n    run = 'true'\n")

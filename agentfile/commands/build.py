@@ -233,12 +233,16 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
 
 @contextmanager
 def _signals(scheduler: Scheduler) -> Iterator[None]:
-    """Ctrl-C and SIGTERM stop the build cleanly (exit 130) instead of killing agentfile."""
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) stop the build cleanly
+    (exit 130) instead of killing agentfile and leaving its targets running."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         scheduler.interrupt()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        stopping.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in stopping}
     try:
         yield
     finally:
