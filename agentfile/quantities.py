@@ -15,6 +15,9 @@ PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%\s*$"
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# The whole literal first, matched from its start only: findall alone would try every digit
+# of a long run like 1111…1x as a start, time quadratic in its length.
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -27,8 +30,10 @@ _TOKENS = re.compile(r"(\d+(?:\.\d+)?)([kKmMG]?)")
 def parse_duration(text: str) -> float:
     """`30s`, `10m`, `1h30m`, `250ms` -> seconds."""
     compact = text.strip()
+    if not _DURATION.fullmatch(compact):
+        raise ValueError(f"'{text}' is not a duration (write e.g. 30s, 10m, 2h, 1h30m)")
     parts = _DURATION_PART.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
+    if "".join(n + u for n, u in parts) != compact:
         raise ValueError(f"'{text}' is not a duration (write e.g. 30s, 10m, 2h, 1h30m)")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 

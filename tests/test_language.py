@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,18 @@ d:
         load(repo / "Agentfile")
     lines = sorted(p.span.line for p in err.value.problems)
     assert 4 in lines and 6 in lines and 8 in lines
+
+
+def test_a_long_bad_quantity_is_refused_in_linear_time() -> None:
+    """`budget = 1111…1x`: every digit was tried as the start of a duration, time quadratic in
+    the literal's length (100,000 digits took over a minute). Run in a child process so that
+    a return of the bug fails here instead of hanging the run."""
+    probe = ("from agentfile import quantities as q\n"
+             "for parse in (q.parse_duration, q.parse_size, q.parse_tokens, q.classify):\n"
+             "    try:\n"
+             "        parse('1' * 300_000 + 'x')\n"
+             "    except ValueError:\n"
+             "        print('refused')\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["refused"] * 4
