@@ -147,7 +147,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         try:
             os.chdir(args.directory)
         except OSError as err:
-            raise AgentfileError(f"cannot change to {args.directory}: {err.strerror}") from None
+            raise UsageError(f"cannot change to {args.directory}: {err.strerror}") from None
     name = args.command
     if name == "build":
         from agentfile.commands.build import BuildOptions, build
@@ -188,6 +188,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentfile.commands import history
 
         if name == "runs":
+            if not 1 <= args.limit <= 1_000_000:
+                raise UsageError("--limit needs a number of runs from 1 to 1000000")
             return history.runs(file=args.file, limit=args.limit, as_json=args.json)
         if name == "logs":
             return history.logs(file=args.file, target=args.target, run=args.run,

@@ -15,6 +15,7 @@ from typing import Any
 
 import platformdirs
 
+from agentfile.errors import UsageError
 from agentfile.state import damaged_is_an_error
 
 SCHEMA = """
@@ -46,7 +47,11 @@ def today() -> str:
 class Ledger:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or home() / "ledger.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # e.g. AGENTFILE_HOME names a file
+            raise UsageError(f"cannot keep the spend ledger in {self.path.parent}: "
+                             f"{err.strerror or err}") from None
         with damaged_is_an_error(self.path, "what agents spent before is forgotten, today's "
                                             "daily budget included"):
             self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None,

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agentfile.errors import UsageError
 
@@ -26,7 +26,7 @@ def holder(lock_file: Path) -> dict[str, Any] | None:
     """Who holds the lock, or None if nobody does (a stale file is not a holder)."""
     if not lock_file.exists():
         return None
-    with open(lock_file, "a+") as handle:
+    with _open(lock_file) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -39,11 +39,21 @@ def holder(lock_file: Path) -> dict[str, Any] | None:
     return None
 
 
+def _open(lock_file: Path) -> TextIO:
+    """The lock file, for reading and appending; something else in its place (a folder, no
+    permission) is the user's to fix."""
+    try:
+        return open(lock_file, "a+")
+    except OSError as err:
+        raise UsageError(f"cannot use the build lock {lock_file}: {err.strerror or err}"
+                         ) from None
+
+
 @contextlib.contextmanager
 def build_lock(lock_file: Path, run_id: str) -> Iterator[None]:
     """Hold the repository's build lock; raise BuildLocked naming the live holder."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_file, "a+")  # noqa: SIM115 - held for the whole build
+    handle = _open(lock_file)  # held for the whole build
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

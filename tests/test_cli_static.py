@@ -162,3 +162,36 @@ def test_plan_uses_earlier_durations(repo: Path, agentfile_cli: Run) -> None:
     after = json.loads(agentfile_cli("plan", "--json", cwd=repo).out)
     assert after["critical_path"] == ["slow"]  # by duration: 0.4 s > two no-ops
     assert after["estimate"]["unit"] == "seconds" and after["estimate"]["guessed"] == 0
+
+
+def test_places_that_cannot_be_used_are_clear_errors(repo: Path, agentfile_cli: Run,
+                                                     tmp_path: Path) -> None:
+    """An output file that cannot be written, a folder that is not there, a lock that is not
+    a file, a ledger home that is a file, an absurd --limit: exit 2 and what is wrong, never
+    an internal error (found by fuzzing the command line)."""
+    (repo / "Agentfile").write_text('a:\n    run = "true"\nagent bot: command\n'
+                                    '    command = "true"\nask:\n    agent = bot\n'
+                                    '    isolation = none\n    prompt = "hi"\n')
+    missing = tmp_path / "no-such-folder"
+    assert agentfile_cli("build", "a", cwd=repo).code == 0
+    cases = {
+        ("convert", "Agentfile", "--to", "yaml", "-o", f"{missing}/x"): "cannot write",
+        ("schema", "-o", f"{missing}/x"): "cannot write",
+        ("report", "--html", f"{missing}/x.html"): "cannot write",
+        ("-C", str(missing), "check"): "cannot change to",
+        ("runs", "--limit", "99999999999999999999999"): "--limit needs",
+    }
+    for args, said in cases.items():
+        result = agentfile_cli(*args, cwd=repo)
+        assert result.code == 2 and said in result.err, (args, result.err)
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    ledger = agentfile_cli("build", "ask", cwd=repo, env={"AGENTFILE_HOME": str(home)})
+    assert ledger.code == 2 and "cannot keep the spend ledger" in ledger.err, ledger.err
+    lock = repo / ".agentfile" / "build.lock"
+    lock.unlink()
+    lock.mkdir()
+    for command in ("build", "status"):
+        result = agentfile_cli(command, cwd=repo)
+        assert result.code == 2 and "cannot use the build lock" in result.err, result.err
+        assert "internal error" not in result.err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from agentfile.commands.common import write_output
 from agentfile.errors import EXIT_OK, ManifestError, UsageError
 from agentfile.manifest.load import read_document
 from agentfile.manifest.render import to_agentfile, to_json, to_yaml
@@ -31,7 +32,7 @@ def convert(*, source: str, to: str, output: str | None) -> int:
     else:
         text = to_agentfile(doc)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_output(output, text)
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from agentfile import ui
+from agentfile.commands.common import write_output
 from agentfile.commands.history import layout_for, read_store
 from agentfile.errors import EXIT_OK, UsageError
 from agentfile.report import html_page
@@ -33,7 +33,7 @@ def report(*, file: str | None, run: str | None, html: str | None) -> int:
         store.close()
     rows.sort(key=lambda r: min((a["started"] for a in r["attempt_rows"]), default=1e18))
     if html:
-        Path(html).write_text(html_page(info, rows), encoding="utf-8")
+        write_output(html, html_page(info, rows))
         print(f"wrote {html}")
         return EXIT_OK
     console = ui.console_for(sys.stdout)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
+from agentfile.commands.common import write_output
 from agentfile.errors import EXIT_OK
 from agentfile.manifest.validate import schema_text
 
@@ -12,7 +12,7 @@ from agentfile.manifest.validate import schema_text
 def schema(*, output: str | None) -> int:
     text = schema_text()
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_output(output, text)
     else:
         sys.stdout.write(text)
     return EXIT_OK
