@@ -225,7 +225,7 @@ def _constructed_by_pyyaml(text: str) -> object:
             return (None, {}, [])
         spans: SpanTable = {(): dataform._span("Agentfile.yaml", node)}
         problems: list[Problem] = []
-        dataform._walk("Agentfile.yaml", node, (), spans, problems)
+        dataform._walk("Agentfile.yaml", node, (), spans, problems, dataform._Count(text))
         return (dataform._string_keys(loader.construct_document(node)), spans, problems)
     finally:
         loader.dispose()

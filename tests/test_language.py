@@ -211,3 +211,24 @@ def test_a_long_bad_quantity_is_refused_in_linear_time() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["refused"] * 4
+
+
+def test_yaml_too_deep_or_too_wide_is_a_manifest_error(tmp_path: Path) -> None:
+    """Nesting deeper than libyaml's C stack (it killed the process), and aliases that expand
+    to billions of values (it never finished): refused with a manifest error. In a child
+    process, so that a return of the crash fails this test instead of the run."""
+    laughs = ['version: 1', 'x0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    laughs += [f"x{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    laughs += ["targets:", "  a:", "    run: x", "    outputs: *a8"]
+    head = "version: 1\ntargets:\n  a:\n    run: x\n    env: "
+    cases = {
+        "flow.yaml": head + "[" * 50_000 + "]" * 50_000 + "\n",
+        "block.yaml": head + "- " * 50_000 + "x\n",
+        "laughs.yaml": "\n".join(laughs) + "\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        done = subprocess.run([sys.executable, "-m", "agentfile", "-f", name, "check"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (name, done.returncode, done.stderr)
+        assert f"{name}:1:1: error: invalid YAML: the manifest" in done.stderr, done.stderr

@@ -7,6 +7,7 @@ points at the line of that key, as it does in the Agentfile language.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -21,7 +22,8 @@ def _span(path: str, node: yaml.Node) -> Span:
 
 
 def _walk(path: str, node: yaml.Node, key: KeyPath, spans: SpanTable,
-          problems: list[Problem], inside: frozenset[int] = frozenset()) -> None:
+          problems: list[Problem], count: _Count, inside: frozenset[int] = frozenset()) -> None:
+    count.one()
     if id(node) in inside:  # `&x [*x]`: an alias to a node that contains it
         raise yaml.YAMLError("an alias refers to a node that contains it")
     inside = inside | {id(node)}
@@ -33,18 +35,63 @@ def _walk(path: str, node: yaml.Node, key: KeyPath, spans: SpanTable,
                 problems.append(Problem(_span(path, key_node), f"duplicate key '{name}'"))
             names.add(name)
             spans[(*key, name)] = _span(path, key_node)
-            _walk(path, value_node, (*key, name), spans, problems, inside)
+            _walk(path, value_node, (*key, name), spans, problems, count, inside)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             spans[(*key, index)] = _span(path, item)
-            _walk(path, item, (*key, index), spans, problems, inside)
+            _walk(path, item, (*key, index), spans, problems, count, inside)
 
 
 # libyaml's loader where PyYAML was built with it: ten times faster, same positions.
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# libyaml composes nested values recursively in C: tens of thousands of levels overflow its
+# stack and kill the process. Deeper than this is refused before it is asked (load() says
+# "nests too deeply" for anything past Python's own limit anyway).
+MAX_DEPTH = 2000
+# Aliases let a few lines stand for billions of values ("billion laughs"): a document may
+# expand to this many values besides one per character of its text.
+MAX_VALUES = 1_000_000
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+class TooLarge(yaml.YAMLError):
+    """Nested too deeply, or aliases that expand to too many values."""
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the text may nest deeper than MAX_DEPTH: flow brackets (counted as if none
+    were inside a string, an over-estimate), or block items opened on one line (`- - - x`)."""
+    brackets = _NOT_BRACKET.sub("", text)
+    if len(brackets) > MAX_DEPTH:
+        depth = 0
+        for char in brackets:
+            depth += 1 if char in "[{" else -1
+            if depth > MAX_DEPTH:
+                return True
+    # Items opened on one line nest by twos (`- - `) or by `? `: only then look line by line.
+    if text.count("- - ") + text.count("? ") > MAX_DEPTH // 2:
+        return any(line.count("- ") + line.count("? ") > MAX_DEPTH
+                   for line in text.splitlines())
+    return False
+
+
+class _Count:
+    """Values built so far, against the most a document may expand to."""
+
+    def __init__(self, text: str) -> None:
+        self.left = MAX_VALUES + len(text)
+
+    def one(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise TooLarge(f"the manifest's aliases expand to more than {MAX_VALUES:,} values")
+
+
 def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
+    if _too_deep(text):
+        raise TooLarge(f"the manifest nests values more than {MAX_DEPTH} deep")
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -54,10 +101,11 @@ def _compose(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
             return None, spans, problems
         spans[()] = _span(path, node)
         try:
-            return _Builder(path, loader, spans, problems).build(node, ()), spans, problems
+            return (_Builder(path, loader, spans, problems, _Count(text)).build(node, ()),
+                    spans, problems)
         except _Unusual:
             spans, problems = {(): spans[()]}, []
-        _walk(path, node, (), spans, problems)
+        _walk(path, node, (), spans, problems, _Count(text))
         return _string_keys(loader.construct_document(node)), spans, problems
     finally:
         loader.dispose()
@@ -78,8 +126,9 @@ class _Builder:
     constructor is a third of a cold load of a large manifest). Anything else is _Unusual."""
 
     def __init__(self, path: str, loader: yaml.SafeLoader, spans: SpanTable,
-                 problems: list[Problem]) -> None:
+                 problems: list[Problem], count: _Count) -> None:
         self.path, self.loader, self.spans, self.problems = path, loader, spans, problems
+        self.count = count
         self.inside: set[int] = set()
 
     def scalar(self, node: yaml.Node) -> Any:
@@ -88,6 +137,7 @@ class _Builder:
         return self.loader.construct_object(node, deep=True)  # int, float, bool, null, ...
 
     def build(self, node: yaml.Node, key: KeyPath) -> Any:
+        self.count.one()
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
         if id(node) in self.inside:  # `&x [*x]`: an alias to a node that contains it
