@@ -232,3 +232,20 @@ def test_yaml_too_deep_or_too_wide_is_a_manifest_error(tmp_path: Path) -> None:
                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, (name, done.returncode, done.stderr)
         assert f"{name}:1:1: error: invalid YAML: the manifest" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("text", [
+    "version: 1\ntargets:\n  a:\n    run: !!binary aGVsbG8=\n",
+    "version: 1\ntargets:\n  a:\n    run: 2024-01-01\n",
+    "version: 1\ntargets:\n  a:\n    run: !!set {x: null}\n",
+])
+def test_yaml_values_json_has_no_type_for_are_manifest_errors(tmp_path: Path,
+                                                              text: str) -> None:
+    """Dates, binary and sets (YAML has them, JSON and the language do not) were an
+    internal error; now the manifest's problem, with what to do. (As a key, `2024-01-01:`
+    is a name, as every key is.)"""
+    path = tmp_path / "Agentfile.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError) as raised:
+        load(path)
+    assert "quote it to make it a string" in str(raised.value)

@@ -134,7 +134,11 @@ class _Builder:
     def scalar(self, node: yaml.Node) -> Any:
         if node.tag == _STR:
             return node.value
-        return self.loader.construct_object(node, deep=True)  # int, float, bool, null, ...
+        value = self.loader.construct_object(node, deep=True)  # int, float, bool, null, ...
+        if not isinstance(value, _JSON_SCALARS):  # a date or timestamp: no such thing in JSON
+            self.problems.append(Problem(_span(self.path, node), _not_json(node.value, value)))
+            return node.value
+        return value
 
     def build(self, node: yaml.Node, key: KeyPath) -> Any:
         self.count.one()
@@ -174,12 +178,23 @@ class _Builder:
         return out
 
 
+_JSON_SCALARS = (str, int, float, type(None))  # bool is an int
+
+
+def _not_json(text: str, value: Any) -> str:
+    return (f"'{text}' is a YAML {type(value).__name__}, which a manifest cannot hold: "
+            "quote it to make it a string")
+
+
 def _string_keys(value: Any) -> Any:
-    """YAML allows `1:` or `true:` as keys; a manifest's keys are names, as in JSON."""
+    """YAML allows `1:` or `true:` as keys; a manifest's keys are names, as in JSON. Values
+    JSON has no type for (dates, binary, sets) are refused."""
     if isinstance(value, dict):
         return {str(k): _string_keys(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_string_keys(v) for v in value]
+    if not isinstance(value, _JSON_SCALARS):
+        raise ValueError(_not_json(str(value)[:40], value))
     return value
 
 
