@@ -249,3 +249,14 @@ def test_yaml_values_json_has_no_type_for_are_manifest_errors(tmp_path: Path,
     with pytest.raises(ManifestError) as raised:
         load(path)
     assert "quote it to make it a string" in str(raised.value)
+
+
+@pytest.mark.parametrize("vars_text", ["vars:\n", "vars: A0\n", "vars: [1, 2]\n"])
+def test_vars_that_are_not_a_table_are_reported(tmp_path: Path, vars_text: str) -> None:
+    """A YAML `vars` that is a string, a list or nothing crashed the variable expansion
+    (found by the property test); the schema now says what is wrong, where."""
+    path = tmp_path / "Agentfile.yaml"
+    path.write_text("targets:\n  a:\n    run: x\n" + vars_text)
+    with pytest.raises(ManifestError) as raised:
+        load(path)
+    assert "vars should be a table" in str(raised.value)

@@ -107,7 +107,10 @@ def expand_variables(doc: dict[str, Any], spans: SpanTable,
                                                                          list[Problem]]:
     """The document with every `${VAR}` expanded; `vars` itself is kept as written."""
     env = os.environ if environ is None else environ
-    variables = Variables(doc.get("vars", {}), spans, env)
+    declared = doc.get("vars")
+    # `vars` that is not a table (a YAML string or null) defines nothing; the schema says
+    # what is wrong with it, at its position.
+    variables = Variables(declared if isinstance(declared, dict) else {}, spans, env)
     out = {key: value if key in ("vars", "include") else variables.expand(value, (key,))
            for key, value in doc.items()}
     return out, variables.problems
