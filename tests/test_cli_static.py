@@ -195,3 +195,12 @@ def test_places_that_cannot_be_used_are_clear_errors(repo: Path, agentfile_cli: 
         result = agentfile_cli(command, cwd=repo)
         assert result.code == 2 and "cannot use the build lock" in result.err, result.err
         assert "internal error" not in result.err
+
+
+def test_nonsense_budgets_and_loads_are_refused(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('a:\n    run = "touch ran"\n')
+    for flag, value in (("--budget", "$-1"), ("--budget", "$1e999"), ("--budget", "nan"),
+                        ("--max-load", "-1"), ("--max-load", "nan"), ("--max-load", "0")):
+        result = agentfile_cli("build", flag, value, cwd=repo)
+        assert result.code == 2 and flag in result.err, (flag, value, result.err)
+    assert not (repo / "ran").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -153,9 +154,12 @@ def _begin_worktrees(layout: Layout, store: Store, run_id: str,
 def _budget_usd(loaded: LoadedManifest, flag: str | None) -> float | None:
     if flag is not None:
         try:
-            return float(flag.strip().removeprefix("$"))
+            amount = float(flag.strip().removeprefix("$"))
         except ValueError:
-            raise UsageError(f"--budget {flag!r} is not an amount of money (e.g. $5)") from None
+            amount = math.nan
+        if not 0 <= amount < math.inf:  # also NaN, -1 and $1e999
+            raise UsageError(f"--budget {flag!r} is not an amount of money (e.g. $5)")
+        return amount
     budget = loaded.manifest.options.budget
     return budget.usd if budget else None
 
@@ -170,6 +174,9 @@ def _limits(loaded: LoadedManifest, options: BuildOptions) -> Limits:
                                    else options.max_memory + "%")
         except ValueError as err:
             raise UsageError(f"--max-memory: {err}") from None
+    if options.max_load is not None and not 0 < options.max_load < math.inf:
+        raise UsageError(f"--max-load {options.max_load:g}: give a load average above 0, "
+                         "e.g. 4 on a 4-core machine")
     load = options.max_load if options.max_load is not None else (
         throttle.load if throttle else None)
     return Limits(memory_percent=memory, load=load, free=throttle.free if throttle else None)
