@@ -260,3 +260,14 @@ def test_vars_that_are_not_a_table_are_reported(tmp_path: Path, vars_text: str) 
     with pytest.raises(ManifestError) as raised:
         load(path)
     assert "vars should be a table" in str(raised.value)
+
+
+def test_variables_that_double_at_each_level_are_refused(tmp_path: Path) -> None:
+    """`V0 = "${V1}${V1}"`, `V1 = "${V2}${V2}"`, ...: 40 levels would need a terabyte (it ran
+    out of memory); past a million characters the value is refused where it is defined."""
+    lines = [f'V{i} = "${{V{i + 1}}}${{V{i + 1}}}"' for i in range(40)]
+    path = tmp_path / "Agentfile"
+    path.write_text("\n".join([*lines, 'V40 = "x"', "a:", '    run = "${V0}"']) + "\n")
+    with pytest.raises(ManifestError) as raised:
+        load(path, environ={})
+    assert "expands to more than 1,048,576 characters" in str(raised.value)

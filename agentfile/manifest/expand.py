@@ -43,6 +43,11 @@ class ConcreteTarget:
         return self.definition.kind
 
 
+# Variables that use each other twice per level (`V0 = "${V1}${V1}"`, ...) double at each:
+# 40 levels of a few bytes would need a terabyte. No real value comes near this.
+MAX_EXPANDED = 1 << 20  # characters
+
+
 class Variables:
     """Expands `${VAR}` in every string of a document, recording unknown names."""
 
@@ -94,7 +99,12 @@ class Variables:
                     return "true" if found else "false"
                 return str(found)
 
-            return _VARREF.sub(one, value)
+            expanded = _VARREF.sub(one, value)
+            if len(expanded) > MAX_EXPANDED:
+                self._fail(where, f"this value expands to more than {MAX_EXPANDED:,} "
+                                  "characters: do its variables use each other over and over?")
+                return ""
+            return expanded
         if isinstance(value, list):
             return [self.expand(v, (*where, i)) for i, v in enumerate(value)]
         if isinstance(value, dict):
