@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,18 +23,31 @@ def new_run_id(now: float | None = None) -> str:
 
 @functools.lru_cache(maxsize=8192)  # each target's files are asked for several times
 def target_path(name: str) -> str:
-    """A target name as a relative path: `/` keeps its meaning, nothing can climb out."""
+    """A target name as a relative path: `/` keeps its meaning, nothing can climb out, and
+    no part is longer than a file name may be."""
     parts = []
     for part in name.split("/"):
         text = quote(part, safe="-_.{}@+=,")
-        parts.append(text.replace(".", "%2E") if text in ("", ".", "..") else text)
+        parts.append(_fits(text.replace(".", "%2E") if text in ("", ".", "..") else text))
     return "/".join(parts)
 
 
 def ref_safe(name: str) -> str:
     """A target name as part of a git branch name (git check-ref-format's rules)."""
     parts = [quote(part, safe="-_") for part in name.split("/")]
-    return "/".join(p.replace(".", "%2E") or "%2F" for p in parts)
+    return "/".join(_fits(p.replace(".", "%2E") or "%2F") for p in parts)
+
+
+MAX_PART = 200  # bytes of one path part: file systems allow 255, and suffixes follow
+
+
+def _fits(part: str) -> str:
+    """A path part short enough for a file name: a long one is cut, and keeps a hash of the
+    whole so that two long names never meet."""
+    if len(part) <= MAX_PART:
+        return part
+    digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+    return f"{part[:MAX_PART - 17]}~{digest}"
 
 
 @dataclass(frozen=True, slots=True)

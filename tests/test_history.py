@@ -93,3 +93,16 @@ def test_reading_a_log_loads_no_manifest_model(repo: Path, agentfile_cli: Run) -
                           text=True, check=True)
     assert "hello from a" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "False 0", done.stderr
+
+
+def test_a_very_long_target_name_builds_and_has_its_log(repo: Path,
+                                                        agentfile_cli: Run) -> None:
+    """A name longer than a file name may be (it passed `check` but could never build):
+    its files get a cut name with a hash of the whole."""
+    long_a, long_b = "t" * 300, "t" * 299 + "u"
+    (repo / "Agentfile").write_text(f'{long_a}:\n    run = "echo from a"\n'
+                                    f'{long_b}:\n    run = "echo from b"\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert agentfile_cli("logs", long_a, cwd=repo).out.splitlines()[-1] == "from a"
+    assert agentfile_cli("logs", long_b, cwd=repo).out.splitlines()[-1] == "from b"
