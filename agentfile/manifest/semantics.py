@@ -4,6 +4,7 @@ the repository, placeholders that must mean something, and fan-out into concrete
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from agentfile.errors import Problem, suggest
@@ -25,6 +26,9 @@ RESERVED_NAMES = ("options", "include")
 Row = tuple[str, Target, dict[str, str], int | None]
 
 
+HINTS = 100  # unknown names given a "did you mean"
+
+
 class Checker:
     """Collects problems while turning a valid model into concrete targets."""
 
@@ -37,7 +41,17 @@ class Checker:
         self.base = base
         self.root = root
         self.problems: list[Problem] = []
+        # "Did you mean" compares a name with every candidate: for thousands of unknown
+        # names among thousands of targets that is minutes. The first ones get a hint.
+        self.hints_left = HINTS
 
+
+    def hint(self, word: str, choices: Iterable[str]) -> str:
+        """`; did you mean 'x'?` while hints last, else nothing."""
+        if self.hints_left <= 0:
+            return ""
+        self.hints_left -= 1
+        return suggest(word, choices)
     def fail(self, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(span_for(self.spans, path), message))
 
@@ -57,7 +71,7 @@ class Checker:
 
     def check_agent_ref(self, name: str | None, path: KeyPath) -> None:
         if name is not None and name not in (*self.manifest.agents, *PROVIDERS, *self.invalid):
-            self.fail(path, f"unknown agent '{name}'{suggest(name, self.agent_names())}")
+            self.fail(path, f"unknown agent '{name}'{self.hint(name, self.agent_names())}")
 
     def check_agents(self) -> None:
         self.check_agent_ref(self.manifest.options.agent, ("options", "agent"))
@@ -133,11 +147,11 @@ class Checker:
                     continue
                 dep = ".".join(parts[1:-1])
                 if dep not in deps:
-                    hint = suggest(dep, deps)
+                    hint = self.hint(dep, deps)
                     self.fail(path, f"placeholder {{{name}}} names '{dep}', which is not a "
                               f"dependency of this target{hint}")
                 continue
-            hint = suggest(name, known)
+            hint = self.hint(name, known)
             self.fail(path, f"unknown placeholder {{{name}}}{hint} (write {{{{ for a brace)")
 
     def check_isolation(self, isolation: object, path: KeyPath) -> None:
@@ -230,7 +244,7 @@ class Checker:
                 deps.extend(groups[dep])
             elif dep not in self.invalid:
                 self.fail(path, f"'{template}' depends on unknown target '{dep}'"
-                          f"{suggest(dep, [*instances, *groups])}")
+                          f"{self.hint(dep, [*instances, *groups])}")
         return tuple(dict.fromkeys(deps))
 
     def check_glob(self, pattern: str, path: KeyPath) -> None:
@@ -245,4 +259,4 @@ class Checker:
         for index, name in enumerate(default):
             if name not in known:
                 self.fail(("options", "default", index),
-                          f"default target '{name}' is unknown{suggest(name, known)}")
+                          f"default target '{name}' is unknown{self.hint(name, known)}")
