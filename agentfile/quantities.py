@@ -32,10 +32,9 @@ def parse_duration(text: str) -> float:
     compact = text.strip()
     if not _DURATION.fullmatch(compact):
         raise ValueError(f"'{text}' is not a duration (write e.g. 30s, 10m, 2h, 1h30m)")
-    parts = _DURATION_PART.findall(compact)
-    if "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"'{text}' is not a duration (write e.g. 30s, 10m, 2h, 1h30m)")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    # Matched whole, its parts follow one another: each ends in a unit, the next starts with
+    # a digit, so findall cuts it the same way.
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(compact))
 
 
 def parse_size(text: str) -> int:
