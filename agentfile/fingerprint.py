@@ -90,7 +90,7 @@ def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[st
                                  done_before=done_before,
                                  deps_ran=any(d in would_run for d in target.deps),
                                  base=loaded.path.parent)
-        if not fresh[name] and target.kind != "group":
+        if not fresh[name]:  # a group too: what runs under it makes its dependents run
             would_run.add(name)
     return fresh
 

@@ -7,6 +7,7 @@ key `plan` uses for its estimate: higher priority, then longer remaining path, t
 from __future__ import annotations
 
 import heapq
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -80,6 +81,20 @@ def select(graph: Graph, wanted: Iterable[str]) -> list[str]:
             keep.add(name)
             stack.extend(graph.targets[name].deps)
     return [n for n in graph.order if n in keep]
+
+
+def with_guesses(known: Mapping[str, float], names: Sequence[str]) -> tuple[dict[str, float],
+                                                                           int]:
+    """Each of `names`' duration: the known one (from earlier runs), else the median of the
+    known ones; also how many were guessed. Empty when nothing is known: every target then
+    weighs the same."""
+    chosen = set(names)
+    durations = {n: d for n, d in known.items() if n in chosen}
+    if not durations:
+        return {}, 0
+    median = statistics.median(durations.values())
+    guessed = [n for n in names if n not in durations]
+    return {**{n: median for n in guessed}, **durations}, len(guessed)
 
 
 def remaining_path(graph: Graph, names: Sequence[str],

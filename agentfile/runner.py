@@ -43,6 +43,7 @@ class Progress:
     """Live facts about a running target, written by its worker, read by the board."""
 
     attempt: int = 0
+    phase: str = "preparing"  # its workspace; then running, verifying (the board's state)
     last_line: str = ""
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
@@ -329,6 +330,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         if call is not None or job.budget is not None else None
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(number, command))
+    progress.phase = "running"
     outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
                                  job.known)
     progress.pid = None
@@ -407,6 +409,7 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
     command = _expand(job.target.definition.verify, values)
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(None, command, label="verify"))
+    job.progress.phase = "verifying"
     outcome = yield process.Call(launch, job.log, cancel=job.cancel, known=job.known)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"

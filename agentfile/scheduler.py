@@ -111,7 +111,9 @@ class Scheduler:
             for dep in deps:
                 self.dependents[dep].append(name)
         self.waiting = {n: len(self.deps[n]) for n in self.names}
-        self.remaining = g.remaining_path(self.graph, self.names, store.durations())
+        # Weighted as `plan` weighs them: a target never run counts at the median.
+        durations, _ = g.with_guesses(store.durations(), self.names)
+        self.remaining = g.remaining_path(self.graph, self.names, durations)
         self.recorded = store.fingerprints()
         self.fingerprints: dict[str, str] = {}
         self.ready: list[tuple[tuple[float, float, int], str]] = []
@@ -262,6 +264,8 @@ class Scheduler:
             key, name = heapq.heappop(self.ready)
             target = self.graph.targets[name]
             if target.kind == "group":
+                # Not up to date: something under it ran, so its dependents run too.
+                self.ran.add(name)
                 self._finish(name, "succeeded")
                 continue
             if target.kind == "agent" and self._daily_spent_out():

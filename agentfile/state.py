@@ -120,7 +120,7 @@ class Store:
                                        "longer knows the worktrees and branches builds made "
                                        "(`git worktree list` shows them)"):
             if readonly:
-                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+                self.db = sqlite3.connect(_readonly_uri(path), uri=True, timeout=10)
                 self.db.execute("SELECT count(*) FROM sqlite_master")  # damaged: it says here
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +330,17 @@ def _table(sql: str) -> str:
     """The table a write statement changes."""
     match = re.search(r"\b(?:INTO|UPDATE|FROM)\s+(\w+)", sql)
     return match.group(1) if match else ""
+
+
+def _readonly_uri(path: Path) -> str:
+    """Where to read the database without writing anything beside it. With no write-ahead log
+    there is no writer (the last connection folds the log back in and deletes it): the file
+    is read as it is, since a plain read-only open would create the log and its index (`-n`
+    writes nothing). A writer's log is read too, through the index it keeps."""
+    uri = path.absolute().as_uri() + "?mode=ro"
+    if not path.with_name(path.name + "-wal").exists():
+        uri += "&immutable=1"
+    return uri
 
 
 def open_store(path: Path, *, readonly: bool = False) -> Store | None:

@@ -24,6 +24,8 @@ PRETTY_ROWS = 200  # a longer summary is printed as plain columns
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
           "violation": "red", "blocked": "yellow", "interrupted": "yellow"}
+_STATE_STYLE = {"running": "cyan", "verifying": "blue", "suspended": "yellow",
+                "stopping": "red", "preparing": "dim"}
 
 
 @dataclass
@@ -110,7 +112,9 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
         text = f"{status:<10} {event['target']} ({', '.join(facts)})"
         if status not in SUCCESS:
             reason = event.get("detail") or f"exit {event.get('exit_code')}"
-            text += f": {reason}; log: {log_path(event['target'])}"
+            text += f": {reason}"
+            if event.get("attempt"):  # one never started (e.g. refused) has no log
+                text += f"; log: {log_path(event['target'])}"
         return text
     if kind == "budget_warning":
         return f"budget     {event.get('scope', 'build')}: {event.get('reached', '')}"
@@ -165,12 +169,13 @@ class Board:
         from rich.text import Text
 
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-        for column in ("target", "attempt", "time", "cost", "memory", "last line"):
+        for column in ("target", "state", "attempt", "time", "cost", "memory", "last line"):
             table.add_column(column, overflow="ellipsis", no_wrap=True,
                              max_width=60 if column == "last line" else None)
         now = time.time()
         for row in self.snapshot():
-            table.add_row(row.name, str(row.attempt), human_time(now - row.started),
+            table.add_row(row.name, Text(row.state, style=_STATE_STYLE.get(row.state, "")),
+                          str(row.attempt), human_time(now - row.started),
                           money(row.cost_usd), human_size(row.rss_bytes), row.last_line)
         ok = sum(1 for s in self.done.values() if s in SUCCESS)
         bad = len(self.done) - ok

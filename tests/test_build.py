@@ -102,6 +102,18 @@ def test_up_to_date_and_always_make(repo: Path, agentfile_cli: Run) -> None:
     assert statuses(repo) == {"a": "succeeded", "b": "succeeded"}
 
 
+def test_a_dependency_that_ran_under_a_group_makes_its_dependents_run(
+        repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "x:\n    always = true\n" + traced(0.01) + "g: x\n"
+          "y: g\n" + traced(0.01) + "z: x\n" + traced(0.01))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    preview = agentfile_cli("build", "-n", cwd=repo).out
+    assert "would run: y" in preview and "would run: z" in preview
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert statuses(repo) == {"x": "succeeded", "g": "succeeded", "y": "succeeded",
+                              "z": "succeeded"}
+
+
 def test_failure_blocks_dependents_and_stops_without_k(repo: Path, agentfile_cli: Run) -> None:
     write(repo, 'bad:\n    run = "echo doomed; exit 3"\n'
           "child: bad\n" + traced(0.01)
@@ -196,10 +208,20 @@ def test_dry_run_starts_and_writes_nothing(repo: Path, agentfile_cli: Run) -> No
     assert "would run: a  (echo start" in result.out and "2 of 2 targets would run" in result.out
     assert not (repo / "trace.log").exists() and not (repo / ".agentfile").exists()
     agentfile_cli("build", cwd=repo)
-    before = sorted(p.name for p in (repo / ".agentfile" / "runs").iterdir())
+    before = snapshot(repo)
     again = agentfile_cli("build", "-n", cwd=repo)
     assert "0 of 2 targets would run" in again.out
-    assert sorted(p.name for p in (repo / ".agentfile" / "runs").iterdir()) == before
+    # Not a file more, less or changed, the state database's side files included.
+    assert snapshot(repo) == before
+    for reader in (["runs"], ["status"], ["plan"], ["list"], ["logs", "a"]):
+        assert agentfile_cli(*reader, cwd=repo).code == 0
+        assert snapshot(repo) == before, reader
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under `folder` (git's own excepted): size and change time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if ".git" not in p.relative_to(folder).parts[:1]}
 
 
 def test_locks_and_exclusive(repo: Path, agentfile_cli: Run) -> None:
@@ -211,9 +233,11 @@ def test_locks_and_exclusive(repo: Path, agentfile_cli: Run) -> None:
     rows = trace(repo)
     locked = [r for r in rows if r[1].startswith("l")]
     assert max_overlap(locked) == 1
-    start = next(t for k, n, t in rows if k == "start" and n == "solo")
-    end = next(t for k, n, t in rows if k == "end" and n == "solo")
-    assert not [n for k, n, t in rows if n != "solo" and start < t < end]
+    spans = {n: (next(t for k, m, t in rows if k == "start" and m == n),
+                 next(t for k, m, t in rows if k == "end" and m == n)) for _, n, _ in rows}
+    start, end = spans.pop("solo")
+    # No other target's run overlaps solo's, not even one that began before it.
+    assert not [n for n, (s, e) in spans.items() if s < end and e > start]
 
 
 def test_priority_then_critical_path(repo: Path, agentfile_cli: Run) -> None:
@@ -225,6 +249,18 @@ def test_priority_then_critical_path(repo: Path, agentfile_cli: Run) -> None:
     assert order[0] == "c"  # highest priority
     assert order[1] == "d"  # longest remaining path (d -> e) before file order
     assert order[2:] == ["a", "b", "e"] or order[2:] == ["e", "a", "b"]
+
+
+def test_earlier_durations_order_the_next_build(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "a:\n" + traced(0.01) + "b:\n" + traced(0.5) + "c:\n" + traced(0.01))
+    assert agentfile_cli("build", "-j1", cwd=repo).code == 0
+    assert [n for k, n, _ in trace(repo) if k == "start"] == ["a", "b", "c"]  # file order
+    (repo / "trace.log").unlink()
+    # b took longest: it starts first now, before a new target (never run, so weighed at
+    # the median of the known durations, as `plan` weighs it) written first.
+    write(repo, "new:\n" + traced(0.01) + (repo / "Agentfile").read_text())
+    assert agentfile_cli("build", "-j1", "-B", cwd=repo).code == 0
+    assert next(n for k, n, _ in trace(repo) if k == "start") == "b"
 
 
 def test_canary_runs_first_and_gates_the_rest(repo: Path, agentfile_cli: Run) -> None:
@@ -286,12 +322,16 @@ def test_exit_codes_2_and_3(repo: Path, agentfile_cli: Run) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> None:
+    # s3's children leave its process group: one in a session of its own that ignores
+    # TERM, one daemonised (its parent gone); stopping finds them through the tree.
     write(repo, "".join(f"s{i}:\n    run = \"sleep 30 & sleep 30\"\n" for i in range(3))
-          + "after: s0 s1 s2\n    run = 'true'\n")
-    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j3"], cwd=repo,
+          + "s3:\n    run = \"setsid sh -c 'trap \\\"\\\" TERM; sleep 31' & "
+            "(sleep 32 &) ; sleep 30\"\n"
+          + "after: s0 s1 s2 s3\n    run = 'true'\n")
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j4"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "NO_COLOR": "1"})
-    wait_for_descendants(proc.pid, "sleep", count=6)
+    wait_for_descendants(proc.pid, "sleep", count=9)
     descendants = psutil.Process(proc.pid).children(recursive=True)
     assert descendants
     proc.send_signal(sig)
@@ -301,6 +341,9 @@ def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> N
     assert not alive
     got = statuses(repo)
     assert set(got.values()) == {"interrupted"}
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and p.info["cmdline"][:2] in (["sleep", "31"],
+                                                                   ["sleep", "32"])]
 
 
 def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run) -> None:
@@ -312,14 +355,82 @@ def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run) 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
             time.sleep(0.05)
+        record = lock.read_text()
         second = agentfile_cli("build", cwd=repo)
         assert second.code == 2
         assert f"pid {first.pid}" in second.err
+        # Refused, it leaves the holder's record alone: readers still see the live build.
+        assert lock.read_text() == record
+        assert f"pid {first.pid}" in agentfile_cli("build", cwd=repo).err
+        status = agentfile_cli("status", cwd=repo)
+        assert "no build is running" not in status.out and "slow" in status.out
     finally:
         first.kill()
         first.wait()
     # The holder died without cleaning up: its lock is taken over.
     assert agentfile_cli("build", cwd=repo).code == 0
+
+
+def test_a_reader_asking_who_holds_the_lock_never_refuses_a_build(tmp_path: Path) -> None:
+    """`status`, `logs -f` and `clean` look at the lock with a shared lock of a moment; a
+    build starting in that moment waits it out instead of reporting a build that is not."""
+    import fcntl
+    import threading
+
+    from agentfile import runlock
+
+    lock = tmp_path / "build.lock"
+    lock.write_text("")
+    reader = open(lock)  # noqa: SIM115 - released by the timer below
+    fcntl.flock(reader, fcntl.LOCK_SH)
+    threading.Timer(0.05, reader.close).start()
+    with runlock.build_lock(lock, "run-1"):
+        assert runlock.holder(lock) == {**json.loads(lock.read_text()), "run": "run-1"}
+    assert runlock.holder(lock) is None and lock.read_text() == ""
+
+
+def test_the_summary_sets_the_sequential_estimate_against_the_wall(
+        repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "".join(f"p{i}:\n" + traced(0.4) for i in range(3)))
+    result = agentfile_cli("build", "-j3", "--json", cwd=repo)
+    finished = [json.loads(line) for line in result.out.splitlines()][-1]
+    summary = json.loads((last_run(repo) / "summary.json").read_text())
+    for totals in (finished, summary):
+        assert totals["sequential_s"] >= 1.2  # three targets of 0.4 s, one after another
+        assert totals["duration_s"] < totals["sequential_s"] / 2  # side by side
+        assert totals["counts"] == {"succeeded": 3} and totals["exit_code"] == 0
+    plain = agentfile_cli("build", "-j3", "-B", cwd=repo).out
+    line = next(ln for ln in plain.splitlines() if "sequential estimate" in ln)
+    shown = float(line.rsplit("(", 1)[1].rstrip("x)"))
+    assert shown >= 2.0, line  # the three ran at once: about 3x
+
+
+def test_options_default_is_what_a_bare_build_builds(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "options:\n    default = [\"b\"]\n" + "a:\n" + traced(0.01)
+          + "b: a\n" + traced(0.01) + "c:\n" + traced(0.01) + "d: c\n" + traced(0.01))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert statuses(repo) == {"a": "succeeded", "b": "succeeded"}
+    assert agentfile_cli("build", "d", cwd=repo).code == 0  # named targets win
+    assert statuses(repo) == {"c": "succeeded", "d": "succeeded"}
+
+
+def test_usage_is_read_while_the_agent_runs(repo: Path, agentfile_cli: Run) -> None:
+    """A target's budget is held against the usage its agent reports as it goes: the agent
+    is stopped soon after it reports going over, not when it ends."""
+    (repo / "spend.sh").write_text(
+        '#!/bin/sh\necho \'{"cost_usd": 0.1}\' > "$AGENTFILE_USAGE_FILE"\nsleep 0.3\n'
+        'echo \'{"cost_usd": 2.0}\' > "$AGENTFILE_USAGE_FILE"\nexec sleep 30\n')
+    (repo / "spend.sh").chmod(0o755)
+    write(repo, 'options:\n    isolation = none\n'
+          'agent spender: command\n    command = "./spend.sh"\n'
+          't:\n    agent = spender\n    prompt = "spend"\n    budget = $1\n')
+    started = time.monotonic()
+    result = agentfile_cli("build", cwd=repo)
+    assert time.monotonic() - started < 15, "stopped only when the agent ended"
+    assert result.code == 1, result.out + result.err
+    assert statuses(repo) == {"t": "over-budget"}
+    finished = next(e for e in events(repo) if e["event"] == "target_finished")
+    assert finished["cost_usd"] == 2.0 and float(str(finished["duration_s"])) < 10
 
 
 def test_state_records_runs_attempts_and_fingerprints(repo: Path, agentfile_cli: Run) -> None:

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -201,9 +202,10 @@ def test_each_attempt_keeps_its_output_and_its_own_failure(repo: Path,
 
 
 def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Path) -> None:
-    """On a terminal the live board shows what a running target printed last, as it runs,
-    and its log still gets the whole output."""
-    write(repo, 'talk:\n    run = "echo first-words; sleep 2; echo last-words"\n')
+    """On a terminal the live board shows each running target's state and what it printed
+    last, as it runs, and its log still gets the whole output."""
+    write(repo, 'talk:\n    run = "echo first-words; sleep 2; echo last-words"\n'
+          '    verify = "sleep 1.5"\n')
     main, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
     proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
@@ -224,8 +226,26 @@ def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Pat
     assert proc.returncode == 0, seen.decode(errors="replace")
     board = seen.split(b"last-words")[0]  # before its last line, while it ran
     assert b"first-words" in board and b"0/1 done" in board
+    running, verifying = seen.split(b"verifying", 1)  # then its verify command ran
+    assert b"running" in running and verifying
     log = (run_dir(repo) / "logs" / "talk.log").read_text().splitlines()
-    assert log[1:] == ["first-words", "last-words"]
+    assert log[1:3] == ["first-words", "last-words"]
+
+
+def test_the_board_says_stopping_and_suspended_before_the_phase() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from agentfile.commands.build import _state
+    from agentfile.scheduler import Running
+
+    cancel = threading.Event()
+    running = cast(Running, SimpleNamespace(
+        job=SimpleNamespace(cancel=cancel, progress=SimpleNamespace(phase="verifying"))))
+    assert _state("t", running, {}) == "verifying"
+    assert _state("t", running, {"t": 3.0}) == "suspended"
+    cancel.set()
+    assert _state("t", running, {"t": 3.0}) == "stopping"
 
 
 def test_reactor_watches_a_process_in_a_thread_without_a_pidfd(

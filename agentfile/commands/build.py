@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -32,7 +32,7 @@ from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
 from agentfile.quantities import parse_percent
 from agentfile.runlock import build_lock
-from agentfile.scheduler import BuildOutcome, BuildRequest, Scheduler
+from agentfile.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
 from agentfile.secrets import configure as configure_secrets
 from agentfile.state import Store, open_store
 from agentfile.throttle import Limits
@@ -349,9 +349,21 @@ def _land(request: BuildRequest, outcome: BuildOutcome) -> str | None:
 
 
 def _live_rows(scheduler: Scheduler) -> list[ui.LiveRow]:
+    suspended = scheduler.monitor.suspended_for()
     return [ui.LiveRow(name, r.started, r.job.progress.attempt, r.job.progress.cost_usd,
-                       r.job.progress.rss_bytes, r.job.progress.last_line)
+                       r.job.progress.rss_bytes, r.job.progress.last_line,
+                       state=_state(name, r, suspended))
             for name, r in list(scheduler.running.items())]
+
+
+def _state(name: str, running: Running, suspended: Mapping[str, float]) -> str:
+    """What a running target is doing, for the board: stopping and suspended (by the
+    throttle, SPEC 9) before its own phase."""
+    if running.job.cancel.is_set():
+        return "stopping"
+    if name in suspended:
+        return "suspended"
+    return running.job.progress.phase
 
 
 def _exit_code(outcome: BuildOutcome) -> int:

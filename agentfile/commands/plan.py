@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 
 from agentfile import graph as g
 from agentfile.commands.common import load_manifest, print_json
@@ -26,14 +25,10 @@ def earlier_durations(loaded: LoadedManifest, names: list[str]) -> tuple[dict[st
     if store is None:
         return {}, 0
     try:
-        known = {n: d for n, d in store.durations().items() if n in set(names)}
+        known = store.durations()
     finally:
         store.close()
-    if not known:
-        return {}, 0
-    median = statistics.median(known.values())
-    guessed = [n for n in names if n not in known]
-    return {**{n: median for n in guessed}, **known}, len(guessed)
+    return g.with_guesses(known, names)
 
 
 def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool) -> int:
