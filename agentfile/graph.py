@@ -83,8 +83,8 @@ def select(graph: Graph, wanted: Iterable[str]) -> list[str]:
     return [n for n in graph.order if n in keep]
 
 
-def with_guesses(known: Mapping[str, float], names: Sequence[str]) -> tuple[dict[str, float],
-                                                                           int]:
+def with_guesses(known: Mapping[str, float],
+                 names: Sequence[str]) -> tuple[dict[str, float], int]:
     """Each of `names`' duration: the known one (from earlier runs), else the median of the
     known ones; also how many were guessed. Empty when nothing is known: every target then
     weighs the same."""
