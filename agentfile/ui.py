@@ -211,8 +211,10 @@ def console_for(stream: TextIO) -> Console:
     from rich.console import Console
 
     interactive = is_interactive(stream)
+    # markup=False: target names and their output are shown as they are; "[/x]" is text.
     return Console(file=stream, force_terminal=interactive, no_color=not interactive,
-                   width=None if interactive else 120, highlight=False, soft_wrap=True)
+                   width=None if interactive else 120, highlight=False, soft_wrap=True,
+                   markup=False)
 
 
 def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, Any]],

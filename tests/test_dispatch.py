@@ -204,7 +204,8 @@ def test_each_attempt_keeps_its_output_and_its_own_failure(repo: Path,
 def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Path) -> None:
     """On a terminal the live board shows each running target's state and what it printed
     last, as it runs, and its log still gets the whole output."""
-    write(repo, 'talk:\n    run = "echo first-words; sleep 2; echo last-words"\n'
+    write(repo, 'talk/{x}:\n    foreach x in ["[/]"]\n'
+          '    run = "echo first-words [/tmp/x]; sleep 2; echo last-words"\n'
           '    verify = "sleep 1.5"\n')
     main, secondary = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
@@ -225,11 +226,13 @@ def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Pat
         os.close(main)
     assert proc.returncode == 0, seen.decode(errors="replace")
     board = seen.split(b"last-words")[0]  # before its last line, while it ran
-    assert b"first-words" in board and b"0/1 done" in board
+    # Brackets in names and output are text, not rich's markup.
+    assert b"first-words [/tmp/x]" in board and b"0/1 done" in board
+    assert b"talk/[/]" in seen.split(b"last-words")[-1]  # in the summary too
     running, verifying = seen.split(b"verifying", 1)  # then its verify command ran
     assert b"running" in running and verifying
-    log = (run_dir(repo) / "logs" / "talk.log").read_text().splitlines()
-    assert log[1:3] == ["first-words", "last-words"]
+    log = next((run_dir(repo) / "logs").rglob("*.log")).read_text().splitlines()
+    assert log[1:3] == ["first-words [/tmp/x]", "last-words"]
 
 
 def test_the_board_says_stopping_and_suspended_before_the_phase() -> None:

@@ -43,7 +43,7 @@ def test_runs_logs_report(repo: Path, agentfile_cli: Run, tmp_path: Path) -> Non
 
 def test_status_and_follow_during_a_build(repo: Path, agentfile_cli: Run) -> None:
     (repo / "Agentfile").write_text(
-        'slow:\n    run = "echo tick; sleep 1.5; echo tock"\n    always = true\n')
+        'slow:\n    run = "echo tick [/tmp/cache]; sleep 1.5; echo tock"\n    always = true\n')
     idle = agentfile_cli("status", cwd=repo)
     assert idle.code == 0 and "no build is running" in idle.out
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
@@ -58,6 +58,8 @@ def test_status_and_follow_during_a_build(repo: Path, agentfile_cli: Run) -> Non
             time.sleep(0.1)
         assert snapshot["pid"] == build.pid
         assert [r["target"] for r in snapshot["running"]] == ["slow"]
+        shown = agentfile_cli("status", cwd=repo)  # its last line is not rich's markup
+        assert shown.code == 0 and "[/tmp/cache]" in shown.out, shown.err
         follow = agentfile_cli("logs", "-f", "slow", cwd=repo, timeout=20)
         assert "tick" in follow.out and "tock" in follow.out  # followed to the end
     finally:
