@@ -122,7 +122,9 @@ def _masked(data: bytes) -> bytes:
     masker = redactor()
     if masker.pattern is None:
         return data
-    return masker.text(data.decode("utf-8", errors="replace")).encode("utf-8")
+    # surrogateescape: bytes that are not UTF-8 reach the log as they came.
+    return masker.text(data.decode("utf-8", errors="surrogateescape")).encode(
+        "utf-8", errors="surrogateescape")
 
 
 def _gone(proc: psutil.Process) -> bool:
@@ -306,6 +308,11 @@ class LogFile:
             self.fd = -1
 
 
+# A line longer than this goes into the log in pieces, as it comes, instead of waiting whole
+# in memory for its end (an agent's JSON event can be megabytes: well below this).
+MAX_PARTIAL = 64 << 20
+
+
 class Lines:
     """A process's output as it arrives: into its log (secrets masked), the tail, and
     `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
@@ -317,21 +324,39 @@ class Lines:
         self.sink = sink
         self.tail = tail
         self.on_line = on_line
-        self.partial = b""
+        # The line not ended yet, in the pieces it came in: joined once, when it ends (joining
+        # at every read would cost the square of a long line's length).
+        self.partial: list[bytes] = []
+        self.pending = 0
 
     def feed(self, data: bytes) -> None:
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        if lines:
-            self.sink.write(_masked(b"\n".join(lines) + b"\n"))
-            for raw in lines:
-                self._line(raw)
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.partial.append(data)
+            self.pending += len(data)
+            if self.pending >= MAX_PARTIAL:
+                self._spill()
+            return
+        lines = b"".join([*self.partial, data[:end]]).split(b"\n")
+        rest = data[end + 1:]
+        self.partial, self.pending = ([rest], len(rest)) if rest else ([], 0)
+        self.sink.write(_masked(b"\n".join(lines) + b"\n"))
+        for raw in lines:
+            self._line(raw)
 
     def close(self) -> None:
         """The last line, when the output did not end with a newline."""
         if self.partial:
-            self.sink.write(_masked(self.partial + b"\n"))
-            self._line(self.partial)
-            self.partial = b""
+            last = b"".join(self.partial)
+            self.partial, self.pending = [], 0
+            self.sink.write(_masked(last + b"\n"))
+            self._line(last)
+
+    def _spill(self) -> None:
+        """Write what came of an overlong line; its end, when it comes, is the line that
+        the tail and `on_line` see."""
+        self.sink.write(_masked(b"".join(self.partial)))
+        self.partial, self.pending = [], 0
 
     def _line(self, raw: bytes) -> None:
         text = redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))

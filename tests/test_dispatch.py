@@ -275,3 +275,35 @@ def test_reactor_watches_a_process_in_a_thread_without_a_pidfd(
         loop.close()
     assert results == [("k", [0, 0])]
     assert (tmp_path / "x.log").read_text().split()[-1] == "second"
+
+
+def test_a_line_without_its_end_is_kept_in_pieces_not_in_memory(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output with no newline is gathered in pieces and joined once (not at every read),
+    and past MAX_PARTIAL goes into the log as it comes; the tail sees the line's end."""
+    monkeypatch.setattr(process, "MAX_PARTIAL", 10)
+    written: list[bytes] = []
+    tail: list[str] = []
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    lines = process.Lines(Sink(), tail, None)
+    for piece in (b"abcd", b"efgh", b"ijkl"):  # 12 bytes: over the limit at the third
+        lines.feed(piece)
+    assert written == [b"abcdefghijkl"]
+    lines.feed(b"mn\nop")
+    lines.feed(b"q")
+    lines.close()
+    assert b"".join(written) == b"abcdefghijklmn\nopq\n"
+    assert tail == ["mn", "opq"]
+
+
+def test_bytes_that_are_not_utf8_reach_the_log_while_secrets_are_masked(
+        repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "t:\n    run = \"printf 'A\\\\377\\\\376B %s\\\\n' $MY_API_KEY\"\n")
+    result = agentfile_cli("build", cwd=repo, env={"MY_API_KEY": "hunter2xyz"})
+    assert result.code == 0, result.err
+    log = (run_dir(repo) / "logs" / "t.log").read_bytes().splitlines()
+    assert log[1] == b"A\xff\xfeB ***"
