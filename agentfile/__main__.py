@@ -1,5 +1,5 @@
 """`python -m agentfile`."""
 
-from agentfile.cli import main
+from agentfile.entry import main
 
 raise SystemExit(main())

@@ -493,3 +493,20 @@ def test_no_place_for_state_is_a_clear_error(repo: Path, agentfile_cli: Run) -> 
     result = agentfile_cli("build", cwd=repo)
     assert result.code == 2 and "a file of that name is in the way" in result.err, result.err
     assert "internal error" not in result.err and not (repo / "ran").exists()
+
+
+def test_ctrl_c_while_the_command_line_loads_is_an_interruption(tmp_path: Path) -> None:
+    """The first milliseconds, before `cli` has loaded: exit 130 and one line, no traceback."""
+    code = ("import sys\n"
+            "class Cut:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'agentfile.cli':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Cut())\n"
+            "from agentfile.entry import main\n"
+            "raise SystemExit(main())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (130, "agentfile: interrupted\n")
+    from agentfile import entry, errors
+    assert entry.EXIT_INTERRUPTED == errors.EXIT_INTERRUPTED
