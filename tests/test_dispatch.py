@@ -289,6 +289,9 @@ def test_a_line_without_its_end_is_kept_in_pieces_not_in_memory(
         def write(self, data: bytes) -> None:
             written.append(data)
 
+        def close(self) -> None:
+            pass
+
     lines = process.Lines(Sink(), tail, None)
     for piece in (b"abcd", b"efgh", b"ijkl"):  # 12 bytes: over the limit at the third
         lines.feed(piece)
