@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
     from agentfile.isolation.tmux import TmuxSession
 
 FAILURE_LINES = 30
+FAILURE_LINE_CHARS = 2000  # 30 such lines: 60 kB at most, in a summary or a prompt
 RETRYABLE = ("failed", "timeout", "oom")
 T = TypeVar("T")
 
@@ -399,8 +400,16 @@ def _status(outcome: process.Outcome) -> tuple[str, str | None]:
     if outcome.stopped is None and outcome.exit_code == 0:
         return "succeeded", None
     how = f"stopped ({outcome.stopped})" if outcome.stopped else f"exited with {outcome.exit_code}"
-    tail = "\n".join(outcome.tail[-FAILURE_LINES:])
+    tail = "\n".join(_clip(line) for line in outcome.tail[-FAILURE_LINES:])
     return outcome.stopped or "failed", f"{how}:\n{tail}" if tail else how
+
+
+def _clip(line: str) -> str:
+    """A line of a failure's detail, which goes into the state, the summary and the next
+    attempt's prompt: its end, where the error usually is, up to FAILURE_LINE_CHARS."""
+    if len(line) <= FAILURE_LINE_CHARS:
+        return line
+    return f"[{len(line) - FAILURE_LINE_CHARS} characters cut] {line[-FAILURE_LINE_CHARS:]}"
 
 
 def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],

@@ -310,3 +310,19 @@ def test_bytes_that_are_not_utf8_reach_the_log_while_secrets_are_masked(
     assert result.code == 0, result.err
     log = (run_dir(repo) / "logs" / "t.log").read_bytes().splitlines()
     assert log[1] == b"A\xff\xfeB ***"
+
+
+def test_a_failure_s_detail_keeps_the_end_of_each_overlong_line(
+        repo: Path, agentfile_cli: Run) -> None:
+    """30 lines of 1 MB and a failure: the detail in the state and the summary holds each
+    line's last 2,000 characters, not 30 MB."""
+    write(repo, "t:\n    run = \"python3 -c '[print(\\\"x\\\" * 999999 + \\\"E\\\") "
+                "for _ in range(30)]'; exit 1\"\n")
+    assert agentfile_cli("build", cwd=repo).code == 1
+    (detail,) = rows(repo, "SELECT detail FROM outcomes")[0]
+    lines = detail.splitlines()
+    assert lines[0] == "exited with 1:" and len(lines) == 31
+    assert all(ln.startswith("[998000 characters cut] ") and ln.endswith("xE")
+               for ln in lines[1:])
+    assert len(detail) < 100_000
+    assert (run_dir(repo) / "summary.json").stat().st_size < 200_000
