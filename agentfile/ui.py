@@ -8,6 +8,7 @@ rich loads only when something is drawn with it: a build printing plain lines ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -200,6 +201,49 @@ class PlainConsole:
 
     def print(self, text: str) -> None:
         self.file.write(f"{text}\n")
+
+
+class Forgiving:
+    """A build's standard output, which may go away mid-build (`agentfile build | head`, a
+    full disk, /dev/full): the build goes on without it rather than stopping its targets,
+    and `lost` says why, for one line on stderr at the end. Events and logs keep it all."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.lost: OSError | None = None
+
+    def write(self, text: str) -> int:
+        if self.lost is None:
+            try:
+                return self.stream.write(text)
+            except OSError as err:
+                self._lose(err)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self.stream.flush()
+            except OSError as err:
+                self._lose(err)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    def _lose(self, err: OSError) -> None:
+        self.lost = err
+        # What is still buffered would fail again when Python flushes it at exit.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
 
 
 def output_for(stream: TextIO) -> Console | PlainConsole:

@@ -510,3 +510,49 @@ def test_ctrl_c_while_the_command_line_loads_is_an_interruption(tmp_path: Path) 
     assert (done.returncode, done.stderr) == (130, "agentfile: interrupted\n")
     from agentfile import entry, errors
     assert entry.EXIT_INTERRUPTED == errors.EXIT_INTERRUPTED
+
+
+def test_a_build_goes_on_when_its_standard_output_goes_away(repo: Path) -> None:
+    """`agentfile build | head -1`, or output to a full disk: every target still runs, the
+    exit code still says how they ended, and one line on stderr says what happened."""
+    write(repo, "".join(f"t{i}:\n    run = \"echo {i}; sleep 0.05\"\n" for i in range(20))
+          + "bad:\n    run = 'exit 1'\n    priority = -1\n")
+    command = [sys.executable, "-m", "agentfile", "build", "-k", "-j4"]
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1, err
+    assert "standard output failed" in err and "Traceback" not in err
+    summary = json.loads((last_run(repo) / "summary.json").read_text())
+    assert summary["counts"] == {"succeeded": 20, "failed": 1}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*command, "-B"], cwd=repo, stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "standard output failed" in done.stderr, done.stderr
+    assert "internal error" not in done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_as_the_build_ends_leaves_its_records_whole(repo: Path, sig: int) -> None:
+    """A Ctrl-C or SIGTERM once every target has ended, while the summary is written: the
+    run is still closed in the state, with its summary, and agentfile exits as it would."""
+    write(repo, "a:\n    run = 'true'\n")
+    code = ("import os, sys\n"
+            "from agentfile.commands import build\n"
+            "real = build._summary\n"
+            "def late(*args, **kwargs):\n"
+            f"    os.kill(os.getpid(), {int(sig)})\n"
+            "    return real(*args, **kwargs)\n"
+            "build._summary = late\n"
+            "from agentfile.cli import main\n"
+            "raise SystemExit(main(['build']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((last_run(repo) / "summary.json").read_text())["status"] == "succeeded"
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    assert db.execute("SELECT status FROM runs").fetchall() == [("succeeded",)]

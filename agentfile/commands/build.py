@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO, cast
 
 from agentfile import agents, process, ui
 from agentfile.commands.common import load_manifest, print_json
@@ -264,7 +264,9 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
     process.become_subreaper()
     events = EventLog(files.events)
-    console = ui.output_for(sys.stderr if as_json else sys.stdout)
+    out = ui.Forgiving(sys.stdout)
+    stdout = cast(TextIO, out)
+    console = ui.output_for(sys.stderr if as_json else stdout)
 
     def log_path(target: str) -> str:
         return os.path.relpath(files.log(target))
@@ -273,49 +275,56 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
                           reporter=events)
     live: Reporter
     if as_json:
-        live = JsonLines(sys.stdout)
+        live = JsonLines(stdout)
     elif ui.is_interactive(sys.stdout):
-        print(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}")
-        live = ui.Board(ui.console_for(sys.stdout), total=len(request.names),
+        stdout.write(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}\n")
+        live = ui.Board(ui.console_for(stdout), total=len(request.names),
                         budget_usd=request.budget_usd, snapshot=lambda: _live_rows(scheduler),
                         spent=scheduler.live_spent, log_path=log_path)
     else:
-        live = ui.PlainLines(sys.stdout, log_path)
+        live = ui.PlainLines(stdout, log_path)
     reporter = Fanout(events, live)
     scheduler.reporter = reporter
-    try:
-        with _signals(scheduler):
+    # Signals stay agentfile's until the last record is written: a Ctrl-C as the build ends
+    # must not leave it `running` in the state, without a summary.
+    with _signals(scheduler):
+        try:
             outcome = scheduler.run()
-    except BaseException:
-        # A bug in agentfile itself: the run is still closed in state, processes reaped.
-        store.finish_run(run_id, status="error", exit_code=1, cost_usd=scheduler.spent,
-                         tokens=0, duration_s=0, sequential_s=0, counts={})
-        raise
-    finally:
-        process.reap_orphans(set())
-        live.close()
-    code = _exit_code(outcome)
-    summary = _summary(run_id, outcome, store, code)
-    events.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
-    if as_json:
-        stdout = JsonLines(sys.stdout)
-        stdout.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
-        stdout.flush()
-    events.close()
-    files.summary.write_text(_summary_json(summary), encoding="utf-8")
-    store.finish_run(run_id, status=summary["status"], exit_code=code,
-                     cost_usd=summary["cost_usd"], tokens=summary["tokens"],
-                     duration_s=summary["duration_s"], sequential_s=summary["sequential_s"],
-                     counts=summary["counts"])
-    landing = _land(request, outcome) if request.worktrees else None
-    if not as_json:
-        ui.print_summary(console, summary["targets_table"], summary)
-        if outcome.stopped == "budget":
-            console.print("the build's budget was reached: nothing new was started (exit 3)")
-        for branch, why in outcome.kept.items():
-            console.print(f"kept branch {branch}: {why}")
-        if landing:
-            console.print(landing)
+        except BaseException:
+            # A bug in agentfile itself: the run is still closed in state, processes reaped.
+            store.finish_run(run_id, status="error", exit_code=1, cost_usd=scheduler.spent,
+                             tokens=0, duration_s=0, sequential_s=0, counts={})
+            raise
+        finally:
+            process.reap_orphans(set())
+            live.close()
+        code = _exit_code(outcome)
+        summary = _summary(run_id, outcome, store, code)
+        events.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
+        if as_json:
+            last = JsonLines(stdout)
+            last.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
+            last.flush()
+        events.close()
+        files.summary.write_text(_summary_json(summary), encoding="utf-8")
+        store.finish_run(run_id, status=summary["status"], exit_code=code,
+                         cost_usd=summary["cost_usd"], tokens=summary["tokens"],
+                         duration_s=summary["duration_s"],
+                         sequential_s=summary["sequential_s"], counts=summary["counts"])
+        landing = _land(request, outcome) if request.worktrees else None
+        if not as_json:
+            ui.print_summary(console, summary["targets_table"], summary)
+            if outcome.stopped == "budget":
+                console.print("the build's budget was reached: nothing new was started "
+                              "(exit 3)")
+            for branch, why in outcome.kept.items():
+                console.print(f"kept branch {branch}: {why}")
+            if landing:
+                console.print(landing)
+        out.flush()
+    if out.lost is not None:
+        print(f"agentfile: standard output failed ({out.lost.strerror or out.lost}); the "
+              f"build went on without it: see `agentfile report {run_id}`", file=sys.stderr)
     return code
 
 
