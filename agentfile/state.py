@@ -231,11 +231,24 @@ class Store:
         row = self._read("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
 
-    def last_run(self, *, finished: bool = False) -> dict[str, Any] | None:
-        where = "WHERE finished IS NOT NULL" if finished else ""
-        row = self._read(f"SELECT * FROM runs {where} ORDER BY started DESC LIMIT 1"
-                              ).fetchone()
+    def last_run(self, *, finished: bool = False,
+                 besides: str | None = None) -> dict[str, Any] | None:
+        """The newest run (that finished; other than `besides`)."""
+        where = ["finished IS NOT NULL"] if finished else []
+        args: tuple[str, ...] = ()
+        if besides is not None:
+            where.append("id != ?")
+            args = (besides,)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        row = self._read(f"SELECT * FROM runs {clause} ORDER BY started DESC LIMIT 1",
+                         args).fetchone()
         return dict(row) if row else None
+
+    def close_dead_runs(self, besides: str) -> None:
+        """Runs still `running` whose agentfile was killed (SIGKILL, a crash of the machine):
+        called by a build holding the lock, so no other build is alive to own them."""
+        self._write_now("UPDATE runs SET status = 'died' WHERE status = 'running' AND id != ?",
+                        (besides,))
 
     # -- attempts and outcomes ----------------------------------------------------------
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 PRETTY_ROWS = 200  # a longer summary is printed as plain columns
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
-          "violation": "red", "blocked": "yellow", "interrupted": "yellow"}
+          "violation": "red", "blocked": "yellow", "interrupted": "yellow", "died": "red",
+          "error": "red"}
 _STATE_STYLE = {"running": "cyan", "verifying": "blue", "suspended": "yellow",
                 "stopping": "red", "preparing": "dim"}
 

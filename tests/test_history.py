@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Run
+import psutil
+from conftest import Run, git, wait_for_descendants
 
 MANIFEST = '''\
 a:
@@ -108,3 +111,33 @@ def test_a_very_long_target_name_builds_and_has_its_log(repo: Path,
     assert result.code == 0, result.out + result.err
     assert agentfile_cli("logs", long_a, cwd=repo).out.splitlines()[-1] == "from a"
     assert agentfile_cli("logs", long_b, cwd=repo).out.splitlines()[-1] == "from b"
+
+
+def test_a_killed_build_is_seen_as_died_and_cleaned(repo: Path, agentfile_cli: Run) -> None:
+    """agentfile killed outright (SIGKILL: nothing of it can run): `runs` and `status` say
+    the build died instead of `running` for ever, plain `clean` removes what it left, and
+    the next build records it as died."""
+    (repo / "Agentfile").write_text('agent slow: command\n    command = "sleep 30"\n'
+                                    't:\n    agent = slow\n    prompt = "wait"\n')
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "manifest")
+    build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_descendants(build.pid, "sleep")
+    left = psutil.Process(build.pid).children(recursive=True)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    for child in left:  # what SIGKILL leaves running: no one can stop it but us
+        child.kill()
+    (run,) = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)
+    assert run["status"] == "died"
+    assert f"the last was {run['id']} (died)" in agentfile_cli("status", cwd=repo).out
+    assert "worktree" in agentfile_cli("clean", "-n", cwd=repo).out
+    assert agentfile_cli("clean", cwd=repo).code == 0
+    assert not (repo / ".agentfile" / "worktrees" / run["id"]).exists()
+    assert "agentfile/" not in git(repo, "branch", "--list")
+    (repo / "Agentfile").write_text("a:\n    run = 'true'\n")
+    assert agentfile_cli("build", cwd=repo).code == 0
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    assert db.execute("SELECT status FROM runs WHERE id = ?", (run["id"],)).fetchone() == (
+        "died",)

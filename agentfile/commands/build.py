@@ -261,6 +261,7 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
          as_json: bool) -> int:
     files = RunFiles(layout.run_dir(run_id))
     files.dir.mkdir(parents=True, exist_ok=True)
+    store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
     store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
     process.become_subreaper()
     events = EventLog(files.events)

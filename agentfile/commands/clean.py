@@ -9,6 +9,7 @@ it twice removes nothing the second time.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
         raise UsageError(f"run {run} is still building (pid {live and live.get('pid')})")
     scope = run
     if scope is None and not every:
-        last = store.last_run(finished=True)
+        last = store.last_run(besides=running)  # a killed build's too
         scope = last["id"] if last else None
         if scope is None:
             return []
@@ -130,6 +131,17 @@ def _prune(layout: Layout) -> None:
     git = _git(layout)
     if git is not None:
         git.prune_worktrees()
+    # The folders that held a run's worktrees, once empty (deepest first); a worktree still
+    # there (it has a .git) is not walked into.
+    folders: list[str] = []
+    for top, subfolders, names in os.walk(layout.state_dir / "worktrees"):
+        if ".git" in names or ".git" in subfolders:
+            subfolders.clear()
+            continue
+        folders.extend(os.path.join(top, name) for name in subfolders)
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):  # not empty: something is still in it
+            os.rmdir(folder)
 
 
 def _report(steps: list[Step], *, dry_run: bool) -> None:

@@ -41,7 +41,9 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
         rows = store.runs(limit)
     finally:
         store.close()
+    live = _live_run(layout)
     for row in rows:
+        _settle(row, live)
         row["counts"] = json.loads(row["counts"]) if row["counts"] else {}
         row["requested"] = json.loads(row["requested"]) if row["requested"] else []
         row.pop("argv", None)
@@ -136,9 +138,24 @@ def _last(layout: Layout) -> dict[str, Any] | None:
     if store is None:
         return None
     try:
-        return store.last_run()
+        last = store.last_run()
     finally:
         store.close()
+    if last is not None:
+        _settle(last, _live_run(layout))
+    return last
+
+
+def _live_run(layout: Layout) -> str | None:
+    live = holder(layout.lock_file)
+    return str(live.get("run")) if live else None
+
+
+def _settle(row: dict[str, Any], live: str | None) -> None:
+    """A run the state still calls `running` whose build holds no lock was killed before it
+    could say how it ended (the next build records that too)."""
+    if row.get("status") == "running" and row.get("id") != live:
+        row["status"] = "died"
 
 
 def _last_line(path: Path) -> str:
