@@ -98,6 +98,17 @@ class Git:
         out = str(self.cmd.branch("--contains", tip, "--format=%(refname:short)"))
         return any(b.strip() and b.strip() != branch for b in out.splitlines())
 
+    def checked_out(self) -> dict[str, Path]:
+        """Each branch checked out in some worktree (the main checkout included): where."""
+        found: dict[str, Path] = {}
+        path: Path | None = None
+        for line in str(self.cmd.worktree("list", "--porcelain")).splitlines():
+            if line.startswith("worktree "):
+                path = Path(line.removeprefix("worktree "))
+            elif line.startswith("branch refs/heads/") and path is not None:
+                found[line.removeprefix("branch refs/heads/")] = path
+        return found
+
     def diff(self, base: str, tip: str) -> str:
         return str(self.cmd.diff(f"{base}..{tip}"))
 

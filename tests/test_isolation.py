@@ -253,3 +253,22 @@ def wait_for_descendants_or_session(repo: Path) -> None:
     while time.monotonic() < deadline and not _session_of(repo):
         time.sleep(0.05)
     time.sleep(0.3)
+
+
+def test_clean_keeps_the_branch_of_a_worktree_it_keeps(repo: Path, agentfile_cli: Run) -> None:
+    """A kept worktree with uncommitted changes stays, and so does the branch checked out
+    in it (git cannot delete that branch): no error, both named."""
+    commit_manifest(repo, agent_target("one", "echo one > README.md"))
+    assert agentfile_cli("build", "--keep-worktrees", cwd=repo).code == 0
+    (worktree,) = [Path(line.removeprefix("worktree ")) for line in
+                   git(repo, "worktree", "list", "--porcelain").splitlines()
+                   if line.startswith("worktree ") and ".agentfile" in line]
+    (worktree / "notes.txt").write_text("mine\n")
+    result = agentfile_cli("clean", cwd=repo)
+    assert result.code == 0 and "internal error" not in result.err, result.err
+    assert f"kept worktree {worktree}" in result.out
+    assert f"checked out in {worktree}" in result.out
+    assert (worktree / "notes.txt").read_text() == "mine\n"
+    forced = agentfile_cli("clean", "--force", cwd=repo)
+    assert forced.code == 0 and not worktree.exists()
+    assert [b for b in branches(repo) if b.startswith("agentfile/targets/")] == []

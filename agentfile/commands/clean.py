@@ -68,10 +68,20 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
         kind, name = resource["kind"], resource["name"]
         if kind == "worktree":
             steps.append(_judge_worktree(git, Path(name), force))
-        elif kind == "branch":
-            steps.append(_judge_branch(git, name, force))
         elif kind == "tmux":
             steps.append(Step(kind, name, "remove"))
+    # A branch checked out in a worktree that stays cannot go (git refuses): it stays too.
+    going = {Path(s.name).resolve() for s in steps
+             if s.kind == "worktree" and s.action == "remove"}
+    checked_out = git.checked_out() if git is not None else {}
+    for resource in resources:
+        if resource["kind"] == "branch":
+            name = resource["name"]
+            where = checked_out.get(name)
+            if where is not None and where.resolve() not in going:
+                steps.append(Step("branch", name, "keep", f"checked out in {where}"))
+            else:
+                steps.append(_judge_branch(git, name, force))
     if live is None and layout.lock_file.exists() and layout.lock_file.read_text().strip():
         steps.append(Step("lock", str(layout.lock_file), "remove", "its build is gone"))
     # Worktrees before branches: git will not delete a branch checked out in a worktree.
