@@ -137,7 +137,10 @@ class Monitor:
     def _loop(self) -> None:
         while not self.stop_event.wait(self.interval):
             started = time.thread_time()
-            self.sample()
+            # A sample that fails (out of descriptors for /proc, a process racing away) is
+            # skipped: the next one, a moment later, is as good, and the monitor lives on.
+            with contextlib.suppress(OSError, psutil.Error):
+                self.sample()
             self.busy_s += time.thread_time() - started
 
     def sample(self) -> None:

@@ -556,3 +556,26 @@ def test_a_signal_as_the_build_ends_leaves_its_records_whole(repo: Path, sig: in
     assert json.loads((last_run(repo) / "summary.json").read_text())["status"] == "succeeded"
     db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
     assert db.execute("SELECT status FROM runs").fetchall() == [("succeeded",)]
+
+
+@pytest.mark.parametrize("hard", [200, 4096])
+def test_jobs_fit_the_open_files_limit(repo: Path, hard: int) -> None:
+    """-j 100 under `ulimit -n 200`: the soft limit is raised as far as the hard one allows;
+    past that fewer run at once, said once, and none fails for want of a descriptor."""
+    import resource
+
+    write(repo, "".join(f"t{i}:\n{traced(0.3)}" for i in range(100)))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
+
+    done = subprocess.run([sys.executable, "-m", "agentfile", "build", "-j100"], cwd=repo,
+                          capture_output=True, text=True, preexec_fn=limit, timeout=120,
+                          env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert set(statuses(repo).values()) == {"succeeded"}
+    if hard == 200:
+        assert "running at most 34 at once" in done.stderr
+        assert max_overlap(trace(repo)) <= 34
+    else:
+        assert "open files" not in done.stderr

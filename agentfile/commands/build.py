@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -64,7 +65,8 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     _check_runnable(loaded, names)
     request = BuildRequest(
         loaded=loaded, names=names,
-        jobs=options.jobs or loaded.manifest.options.jobs or os.cpu_count() or 1,
+        jobs=_fit_descriptors(options.jobs or loaded.manifest.options.jobs
+                              or os.cpu_count() or 1),
         keep_going=options.keep_going, force=options.force,
         done_before=frozenset(last["succeeded"]) if last else frozenset(),
         budget_usd=_budget_usd(loaded, options.budget),
@@ -255,6 +257,34 @@ def _signals(scheduler: Scheduler) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+# Open files a running target holds (its output pipe, pidfd, log, and what psutil opens to
+# watch it), and what agentfile holds besides (state, events, lock, Python's own).
+FILES_PER_JOB = 4
+FILES_BESIDES = 64
+
+
+def _fit_descriptors(jobs: int) -> int:
+    """`jobs`, when this process may open enough files for them (raising its soft limit
+    toward the hard one, as far as needed), else as many as fit, said once: past the limit
+    targets would fail with "Too many open files" instead of waiting for a slot."""
+    import resource
+
+    need = jobs * FILES_PER_JOB + FILES_BESIDES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return jobs
+    ceiling = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        soft = ceiling
+    fits = max((soft - FILES_BESIDES) // FILES_PER_JOB, 1)
+    if fits < jobs:
+        print(f"agentfile: -j{jobs} needs about {need} open files and this process may open "
+              f"{soft} (ulimit -n): running at most {fits} at once", file=sys.stderr)
+        return fits
+    return jobs
 
 
 def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
