@@ -253,7 +253,12 @@ def drive(steps: Steps[T], run: Callable[[process.Call], process.Outcome]) -> T:
     try:
         call = next(steps)
         while True:
-            call = steps.send(run(call))
+            try:
+                outcome = run(call)
+            except Exception as err:  # into the steps, as the reactor does: they decide
+                call = steps.throw(err)
+                continue
+            call = steps.send(outcome)
     except StopIteration as done:
         return cast(T, done.value)
 
@@ -282,7 +287,16 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
         if job.cancel.is_set():
             result.status = "interrupted"
             break
-        attempt, message = yield from _attempt(job, workspace, number, failure, session)
+        started = time.time()
+        try:
+            attempt, message = yield from _attempt(job, workspace, number, failure, session)
+        except OSError as err:
+            # It could not even start (e.g. an argument over the kernel's 128 KiB): this
+            # attempt failed, the earlier ones stay as they were, and another would too.
+            result.attempts.append(Attempt(number, "failed", None, started, time.time(),
+                                           error=f"agentfile could not start it: {err}"))
+            result.status = "failed"
+            break
         result.attempts.append(attempt)
         result.status = attempt.status
         result.message = message

@@ -579,3 +579,33 @@ def test_jobs_fit_the_open_files_limit(repo: Path, hard: int) -> None:
         assert max_overlap(trace(repo)) <= 34
     else:
         assert "open files" not in done.stderr
+
+
+@pytest.mark.parametrize("isolation", ["none", "worktree"])  # the reactor; a worker thread
+def test_an_attempt_that_cannot_start_keeps_the_ones_before(repo: Path, isolation: str) -> None:
+    """A retry the kernel refuses to start (here: E2BIG, as a prompt over 128 KiB in an
+    argument gets) fails that attempt; the first attempt and its record stay."""
+    write(repo, f"t:\n    run = 'echo first; exit 1'\n    retries = 2\n"
+                f"    isolation = {isolation}\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "manifest"], cwd=repo, check=True)
+    code = ("import errno\n"
+            "from agentfile import process\n"
+            "real = process.Started.__init__\n"
+            "calls = []\n"
+            "def start(self, *args, **kwargs):\n"
+            "    calls.append(1)\n"
+            "    if len(calls) == 2:\n"
+            "        raise OSError(errno.E2BIG, 'Argument list too long')\n"
+            "    real(self, *args, **kwargs)\n"
+            "process.Started.__init__ = start\n"
+            "from agentfile.cli import main\n"
+            "raise SystemExit(main(['build']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 1, done.stderr
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    assert db.execute("SELECT attempt, status, exit_code FROM attempts ORDER BY attempt"
+                      ).fetchall() == [(1, "failed", 1), (2, "failed", None)]
+    (detail,) = db.execute("SELECT detail FROM outcomes").fetchone()
+    assert detail == "agentfile could not start it: [Errno 7] Argument list too long"
