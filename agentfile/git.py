@@ -154,6 +154,16 @@ class Git:
             tree.git.commit("-q", "--no-verify", "-m", message)
         return str(tree.git.rev_parse("HEAD"))
 
+    def keep_head_on(self, path: Path, branch: str) -> str:
+        """Make `branch` hold the commit the checkout at `path` is on, and return it: an
+        agent that detached HEAD or switched branches committed its work there, and the
+        target's branch is what gets merged (else that work would be left dangling)."""
+        head = str(git.Repo(path).git.rev_parse("HEAD"))
+        if head != self.rev(branch):
+            with _LOCK:
+                self.cmd.branch("-f", branch, head)
+        return head
+
     def merge_into(self, branch: str, into: str, message: str) -> MergeResult:
         """Merge `branch` into `into` without touching any work tree; conflicts change nothing."""
         with _LOCK:

@@ -272,3 +272,18 @@ def test_clean_keeps_the_branch_of_a_worktree_it_keeps(repo: Path, agentfile_cli
     forced = agentfile_cli("clean", "--force", cwd=repo)
     assert forced.code == 0 and not worktree.exists()
     assert [b for b in branches(repo) if b.startswith("agentfile/targets/")] == []
+
+
+@pytest.mark.parametrize("isolation", ["worktree", "branch"])
+@pytest.mark.parametrize("move", ["git checkout -q --detach", "git checkout -q -b mine"])
+def test_work_committed_off_the_target_s_branch_still_lands(repo: Path, agentfile_cli: Run,
+                                                            isolation: str, move: str) -> None:
+    """An agent that detaches HEAD or switches to a branch of its own, commits there and
+    leaves more uncommitted: all of it lands, as if it had stayed on its branch."""
+    commit_manifest(repo, agent_target(
+        "a", f"{move} && echo important > f.txt && git add f.txt && git commit -qm mine "
+             "&& echo also > g.txt", extra=f"    isolation = {isolation}\n"))
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert git(repo, "show", "main:f.txt") == "important\n"
+    assert git(repo, "show", "main:g.txt") == "also\n"

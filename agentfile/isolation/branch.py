@@ -45,7 +45,7 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
     try:
         git.commit_all(git.root, message,
                        exclude=[*target.definition.copy_files, *workspace.foreign])
-        tip = git.rev(workspace.detail)
+        tip = git.keep_head_on(git.root, workspace.detail)
         workspace.diff = git.diff(workspace.base, tip) if tip != workspace.base else ""
     finally:
         git.restore_checkout(worktrees.start_branch or worktrees.start_commit)

@@ -83,9 +83,8 @@ class Worktrees:
         wip = status != "succeeded"
         message = (f"agentfile: {target.name} (run {self.run_id})" if not wip else
                    f"agentfile: work in progress of {target.name} ({status}, run {self.run_id})")
-        committed = self.git.commit_all(workspace.path, message,
-                                        exclude=target.definition.copy_files)
-        tip = committed or self.git.rev(branch)
+        self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
+        tip = self.git.keep_head_on(workspace.path, branch)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
         if not self.keep:
             self.git.remove_worktree(workspace.path)
