@@ -24,11 +24,12 @@ def new_run_id(now: float | None = None) -> str:
 @functools.lru_cache(maxsize=8192)  # each target's files are asked for several times
 def target_path(name: str) -> str:
     """A target name as a relative path: `/` keeps its meaning, nothing can climb out, and
-    no part is longer than a file name may be."""
-    parts = []
-    for part in name.split("/"):
-        text = quote(part, safe="-_.{}@+=,")
-        parts.append(_fits(text.replace(".", "%2E") if text in ("", ".", "..") else text))
+    no part is longer than a file name may be. Folders never hold a dot, so that no folder
+    is named as a file beside it (`a.log/x` next to `a`, whose log is `a.log`)."""
+    *folders, last = name.split("/")
+    parts = [_fits(quote(part, safe="-_{}@+=,").replace(".", "%2E")) for part in folders]
+    text = quote(last, safe="-_.{}@+=,")
+    parts.append(_fits(text.replace(".", "%2E") if text in ("", ".", "..") else text))
     return "/".join(parts)
 
 

@@ -141,3 +141,13 @@ def test_a_killed_build_is_seen_as_died_and_cleaned(repo: Path, agentfile_cli: R
     db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
     assert db.execute("SELECT status FROM runs WHERE id = ?", (run["id"],)).fetchone() == (
         "died",)
+
+
+def test_a_target_named_like_another_s_log_folder_has_its_own_log(
+        repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text("a:\n    run = 'echo from-a'\n"
+                                    "a.log/x:\n    run = 'echo from-x'\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert "from-a" in agentfile_cli("logs", "a", cwd=repo).out
+    assert "from-x" in agentfile_cli("logs", "a.log/x", cwd=repo).out
