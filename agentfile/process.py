@@ -419,7 +419,9 @@ class Started:
         if cancel is not None and cancel.is_set():
             return "interrupted"
         deadline = self.launch.deadline
-        if deadline is not None and now >= deadline:
+        # One that exited in time is not late, however late agentfile looks (it may have
+        # been stopped itself, or busy): only its output is left to read.
+        if deadline is not None and now >= deadline and not self.poll(now):
             return "timeout"
         return None
 

@@ -609,3 +609,20 @@ def test_an_attempt_that_cannot_start_keeps_the_ones_before(repo: Path, isolatio
                       ).fetchall() == [(1, "failed", 1), (2, "failed", None)]
     (detail,) = db.execute("SELECT detail FROM outcomes").fetchone()
     assert detail == "agentfile could not start it: [Errno 7] Argument list too long"
+
+
+def test_a_target_that_ended_in_time_is_not_late_when_agentfile_is(repo: Path) -> None:
+    """agentfile itself stopped (SIGSTOP, a laptop's lid, a busy machine) past a target's
+    time budget, while the target ended in time: it succeeded, it did not time out."""
+    write(repo, 'a:\n    run = "for i in 1 2 3 4; do echo a$i; sleep 0.5; done"\n'
+          "    budget = 3s\n")
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_descendants(proc.pid, "sleep")
+    proc.send_signal(signal.SIGSTOP)
+    time.sleep(4)  # the target ends at about 2 s; its budget ends at 3 s
+    proc.send_signal(signal.SIGCONT)
+    assert proc.wait(timeout=60) == 0
+    assert statuses(repo) == {"a": "succeeded"}
+    log = (last_run(repo) / "logs" / "a.log").read_text().splitlines()
+    assert log[1:] == ["a1", "a2", "a3", "a4"]
