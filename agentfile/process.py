@@ -328,8 +328,10 @@ class Lines:
         # at every read would cost the square of a long line's length).
         self.partial: list[bytes] = []
         self.pending = 0
+        self.fed = 0  # bytes so far: whether a read brought anything
 
     def feed(self, data: bytes) -> None:
+        self.fed += len(data)
         end = data.rfind(b"\n")
         if end < 0:
             self.partial.append(data)
@@ -491,9 +493,9 @@ class Started:
         """What is left in the pipe after the tree was stopped, then the last partial line."""
         deadline = time.monotonic() + 0.5
         while not self.eof and time.monotonic() < deadline:
-            before = self.lines.partial
+            before = self.lines.fed
             self.read()
-            if self.lines.partial == before and not self.eof:
+            if self.lines.fed == before and not self.eof:
                 time.sleep(0.01)
         self.lines.close()
 
