@@ -7,6 +7,7 @@ exit code without a traceback (SPEC 5.5).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -241,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("AGENTFILE_DEBUG"):
             traceback.print_exc()
+        if getattr(err, "errno", None) == errno.ENOSPC or "disk is full" in str(err):
+            # Not a bug: the machine's. The next build records this one as died.
+            print(f"agentfile: no space left on the disk ({err}); free some and build again",
+                  file=sys.stderr)
+            return EXIT_FAILED
         print(f"agentfile: internal error: {type(err).__name__}: {err}\n"
               "(this is a bug in agentfile; AGENTFILE_DEBUG=1 shows the traceback)",
               file=sys.stderr)

@@ -191,6 +191,7 @@ class Outcome:
     stopped: str | None = None  # why agentfile stopped it: "timeout", "over-budget", ...
     duration_s: float = 0.0
     tail: list[str] = field(default_factory=list)
+    log_error: str | None = None  # its log could not be written to the end (a full disk)
 
 
 @dataclass
@@ -290,6 +291,7 @@ class LogFile:
 
     def __init__(self, path: Path) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        self.error: OSError | None = None  # the write that failed (a full disk): none after
         try:
             self.fd = os.open(path, flags, 0o666)
         except FileNotFoundError:  # the first log in its folder
@@ -297,9 +299,13 @@ class LogFile:
             self.fd = os.open(path, flags, 0o666)
 
     def write(self, data: bytes, /) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        if self.error is None:
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError as err:  # the target runs on; its end says the log is short
+                self.error = err
         return len(data)
 
     def close(self) -> None:
@@ -486,8 +492,9 @@ class Started:
         self.leader.wait()
         _reap(known)
         self._drain()
+        error = self.sink.error if isinstance(self.sink, LogFile) else None
         return Outcome(self.leader.returncode, stopped, time.monotonic() - self.begun,
-                       self.tail)
+                       self.tail, log_error=error.strerror or str(error) if error else None)
 
     def _drain(self) -> None:
         """What is left in the pipe after the tree was stopped, then the last partial line."""

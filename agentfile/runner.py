@@ -411,6 +411,9 @@ def _money_left(job: Job) -> float | None:
 
 def _status(outcome: process.Outcome) -> tuple[str, str | None]:
     """The status of an ended process, and for a failure what it said last."""
+    if outcome.log_error is not None and outcome.stopped is None:
+        return "failed", (f"exited with {outcome.exit_code}, but its log could not be "
+                          f"written to the end: {outcome.log_error}")
     if outcome.stopped is None and outcome.exit_code == 0:
         return "succeeded", None
     how = f"stopped ({outcome.stopped})" if outcome.stopped else f"exited with {outcome.exit_code}"

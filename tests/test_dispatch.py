@@ -326,3 +326,32 @@ def test_a_failure_s_detail_keeps_the_end_of_each_overlong_line(
                for ln in lines[1:])
     assert len(detail) < 100_000
     assert (run_dir(repo) / "summary.json").stat().st_size < 200_000
+
+
+def test_a_log_that_cannot_be_written_fails_the_target_not_the_build(tmp_path: Path) -> None:
+    """A full disk under a target's log: the target runs to its end, and ends `failed` with
+    the reason; nothing escapes to stop the build."""
+    from agentfile.runner import _status
+
+    launch = process.Launch("echo one; echo two", tmp_path, dict(os.environ))
+    outcome = process.run(launch, log=Path("/dev/full"))
+    assert outcome.exit_code == 0 and outcome.tail == ["one", "two"]
+    assert outcome.log_error == "No space left on device"
+    status, why = _status(outcome)
+    assert status == "failed" and why is not None and "log could not be written" in why
+
+
+def test_a_full_disk_is_said_plainly(tmp_path: Path) -> None:
+    code = ("import errno\n"
+            "from agentfile.commands import build\n"
+            "def full(*args, **kwargs):\n"
+            "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "build.build = full\n"
+            "from agentfile.cli import main\n"
+            "raise SystemExit(main(['build']))\n")
+    (tmp_path / "Agentfile").write_text("a:\n    run = 'true'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("agentfile: no space left on the disk") and \
+        "internal error" not in done.stderr
