@@ -204,6 +204,7 @@ class Launch:
     deadline: float | None = None  # time.monotonic() after which the tree is stopped
     tag: str = ""  # marks the tree's environment, to find members that escaped it
     header: str = ""  # a line for the log before the output (what runs, and when)
+    stdin: Path | None = None  # a file to read standard input from (else /dev/null)
 
 
 TAIL_LINES = 40
@@ -394,7 +395,7 @@ class Started:
             env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
             command = launch.command
             argv = command if isinstance(command, list) else direct_argv(command)
-            self.leader, self.fd = spawn(argv, command, launch.cwd, env)
+            self.leader, self.fd = spawn(argv, command, launch.cwd, env, launch.stdin)
         except BaseException:
             self.sink.close()
             raise

@@ -344,7 +344,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     sampler = Sampler(job, usage, call.request if call else None) \
         if call is not None or job.budget is not None else None
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
-                            _log_header(number, command))
+                            _log_header(number, command), call.stdin if call else None)
     progress.phase = "running"
     outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
                                  job.known)
@@ -380,6 +380,7 @@ class _AgentCall:
     command: str | list[str]
     env: dict[str, str]
     unset: tuple[str, ...]
+    stdin: Path | None = None
 
 
 def _call_agent(job: Job, workspace: Workspace, number: int, values: Mapping[str, str],
@@ -396,7 +397,8 @@ def _call_agent(job: Job, workspace: Workspace, number: int, values: Mapping[str
                            job.prompt_file, job.result_file, job.usage_file, number,
                            shell_values(values), session, _money_left(job))
     planned = chosen.command(request)
-    return _AgentCall(chosen, request, planned.command, dict(planned.env), planned.unset)
+    return _AgentCall(chosen, request, planned.command, dict(planned.env), planned.unset,
+                      planned.stdin)
 
 
 def _money_left(job: Job) -> float | None:

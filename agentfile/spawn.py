@@ -1,5 +1,5 @@
-"""Starting a target's process: in its own session, stdin from /dev/null, stdout and stderr
-into one new pipe.
+"""Starting a target's process: in its own session, stdin from /dev/null (or a file, e.g. an
+agent's prompt), stdout and stderr into one new pipe.
 
 `os.posix_spawn` (vfork and exec, no Python in between) where it can do what
 `subprocess.Popen` would: the child runs in agentfile's own directory and its program is found
@@ -81,46 +81,52 @@ class Spawned:
 
 
 def spawn(argv: list[str] | None, command: str | list[str], cwd: Path,
-          env: Mapping[str, str]) -> tuple[Leader, int]:
-    """Start `argv` (exec'd directly), else the shell command line `command`; the leader and
-    the read end of its output pipe (non-blocking, the caller's to close).
+          env: Mapping[str, str], stdin: Path | None = None) -> tuple[Leader, int]:
+    """Start `argv` (exec'd directly), else the shell command line `command`, with its
+    standard input from `stdin` (else /dev/null); the leader and the read end of its output
+    pipe (non-blocking, the caller's to close).
 
     A direct `argv` whose program cannot be found or run falls back to the shell when
     `command` is a command line, which then says so and exits 127, as the shell would have.
     """
+    given = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else None
     read, write = os.pipe()
     try:
-        leader = _start(argv, command, cwd, env, write)
+        leader = _start(argv, command, cwd, env, _devnull() if given is None else given,
+                        write)
     except BaseException:
         os.close(read)
         raise
     finally:
         os.close(write)
+        if given is not None:
+            os.close(given)
     os.set_blocking(read, False)
     return leader, read
 
 
 def _start(argv: list[str] | None, command: str | list[str], cwd: Path,
-           env: Mapping[str, str], out: int) -> Leader:
+           env: Mapping[str, str], inp: int, out: int) -> Leader:
     if argv is not None:
         try:
-            return _spawn_or_popen(argv, cwd, env, out)
+            return _spawn_or_popen(argv, cwd, env, inp, out)
         except (FileNotFoundError, PermissionError):
             if isinstance(command, list):
                 raise
     assert isinstance(command, str)
-    return _spawn_or_popen(["/bin/sh", "-c", command], cwd, env, out)
+    return _spawn_or_popen(["/bin/sh", "-c", command], cwd, env, inp, out)
 
 
-def _spawn_or_popen(argv: list[str], cwd: Path, env: Mapping[str, str], out: int) -> Leader:
+def _spawn_or_popen(argv: list[str], cwd: Path, env: Mapping[str, str], inp: int,
+                    out: int) -> Leader:
     program = _posix_spawnable(argv[0], cwd, env)
     if program is not None:
         with contextlib.suppress(OSError):  # e.g. a program deleted since: Popen decides
             return Spawned(os.posix_spawn(
                 program, argv, env, setsid=True, setsigdef=_DEFAULT_SIGNALS,
-                file_actions=[(os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                file_actions=[(os.POSIX_SPAWN_DUP2, inp, 0),
                               (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]))
-    return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdin=inp, stdout=out,
                             stderr=out, start_new_session=True)
 
 

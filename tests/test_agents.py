@@ -177,6 +177,26 @@ def test_real_codex_writes_in_a_worktree_and_it_lands(repo: Path, agentfile_cli:
     assert (runs[-1] / "results" / "hello.md").read_text() == "Created hello.txt."
 
 
+def test_real_codex_reads_a_prompt_too_long_for_an_argument_on_stdin(
+        repo: Path, agentfile_cli: Run, codex_binary: str, codex_home: Path) -> None:
+    script = [apply_patch_call(add_file_patch("hello.txt", "hello from codex\n")),
+              reply("Created hello.txt.")]
+    (repo / "big.txt").write_text("x" * 150_000 + "\nEND-OF-CONTEXT\n")
+    with OpenAIStandin(script) as server:
+        (repo / "Agentfile").write_text(
+            "agent gpt: codex\n"
+            'hello:\n    agent = gpt\n    context = ["big.txt"]\n'
+            '    prompt = "Create hello.txt"\n')
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "manifest")
+        result = agentfile_cli("build", cwd=repo,
+                               env=codex_env(server, codex_binary, codex_home))
+        sent = b"".join(r.body for r in server.requests)
+    assert result.code == 0, result.out + result.err
+    assert (repo / "hello.txt").read_text() == "hello from codex\n"
+    assert b"END-OF-CONTEXT" in sent and b"Create hello.txt" in sent
+
+
 def test_real_codex_api_error_fails_the_target(repo: Path, agentfile_cli: Run,
                                                codex_binary: str, codex_home: Path) -> None:
     with OpenAIStandin([error(500, "stand-in internal error")]) as server:
@@ -186,3 +206,37 @@ def test_real_codex_api_error_fails_the_target(repo: Path, agentfile_cli: Run,
                                env=codex_env(server, codex_binary, codex_home))
     assert result.code == 1
     assert "Codex reported an error" in result.out
+
+
+def test_each_cli_takes_a_long_prompt_on_stdin_and_a_short_one_as_an_argument(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentfile.agents import claude, codex, gemini
+
+    for module in (claude, codex, gemini):
+        monkeypatch.setattr(module, "binary", lambda: "cli")
+    for name, provider in (("claude", claude.ClaudeProvider()), ("codex", CodexProvider()),
+                           ("gemini", GeminiProvider())):
+        short = request(tmp_path, name)
+        planned = provider.command(short)
+        assert "do it\n" in planned.command and planned.stdin is None
+        short.prompt_file.write_text("y" * 200_000)
+        planned = provider.command(short)
+        assert not any("yyyy" in word for word in planned.command), name
+        assert planned.stdin == short.prompt_file
+        if name == "gemini":
+            assert "-p" not in planned.command  # its prompt is stdin, then
+        if name == "codex":
+            assert planned.command[-1] == "-"
+
+
+def test_a_tmux_pane_reads_the_given_stdin(tmp_path: Path) -> None:
+    from agentfile import process
+    from agentfile.isolation.tmux import _launcher
+
+    prompt = tmp_path / "prompt.md"
+    launch = process.Launch(["cli"], tmp_path, {}, stdin=prompt)
+    script = _launcher(launch, tmp_path, gate=tmp_path / "gate", out=tmp_path / "out")
+    assert f"exec <{prompt}\n" in script
+    plain = _launcher(process.Launch(["cli"], tmp_path, {}), tmp_path, gate=tmp_path / "g",
+                      out=tmp_path / "o")
+    assert "exec </dev/null\n" in plain

@@ -147,3 +147,20 @@ def test_an_api_error_is_a_failure_even_with_exit_codes_aside(repo: Path, agentf
     assert result.code == 1
     event = finished(repo)["x"]
     assert event["status"] == "failed" and "API Error: 500" in str(event["detail"])
+
+
+def test_a_prompt_too_long_for_an_argument_goes_to_the_cli_on_stdin(
+        repo: Path, agentfile_cli: Run, server: AnthropicStandin, claude: str,
+        tmp_path: Path) -> None:
+    """Linux takes one argument of at most 128 KiB; a prompt with a 150 kB context file goes
+    to the real CLI on its standard input, whole, instead of failing to start."""
+    server.plan.extend([write("hello.txt", "hello from claude\n"), text("Created hello.txt.")])
+    (repo / "big.txt").write_text("x" * 150_000 + "\nEND-OF-CONTEXT\n")
+    git(repo, "add", "big.txt")
+    commit(repo, 'hello:\n    agent = claude\n    context = ["big.txt"]\n'
+                 '    prompt = "Create hello.txt"\n')
+    result = agentfile_cli("build", cwd=repo, env=environment(server, claude, tmp_path))
+    assert result.code == 0, result.out + result.err
+    assert (repo / "hello.txt").read_text() == "hello from claude\n"
+    sent = json.dumps(server.main_requests[0]["messages"])
+    assert "END-OF-CONTEXT" in sent and "Create hello.txt" in sent

@@ -13,6 +13,15 @@ from typing import Protocol
 
 from agentfile.manifest.model import Agent
 
+# Linux takes one argument of at most 128 KiB (MAX_ARG_STRLEN): a prompt longer than this
+# goes to a CLI on its standard input instead (each CLI reads its prompt there when none is
+# given as an argument).
+ARGUMENT_BYTES = 100 * 1024
+
+
+def too_long_for_an_argument(text: str) -> bool:
+    return len(text.encode("utf-8")) > ARGUMENT_BYTES
+
 
 @dataclass
 class Usage:
@@ -59,6 +68,7 @@ class AgentCommand:
     command: str | list[str]
     env: Mapping[str, str] = field(default_factory=dict)
     unset: tuple[str, ...] = ()
+    stdin: Path | None = None  # a file for the CLI's standard input (else /dev/null)
 
 
 @dataclass

@@ -13,7 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.base import (
+    AgentCommand,
+    AgentRequest,
+    AgentVerdict,
+    Usage,
+    too_long_for_an_argument,
+)
 from agentfile.agents.events import find_cli, json_line
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
@@ -42,8 +48,9 @@ class ClaudeProvider:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")
-        argv = [binary(), "-p", prompt, "--output-format", "stream-json", "--verbose",
-                "--permission-mode", "bypassPermissions"]
+        piped = too_long_for_an_argument(prompt)  # then `claude -p` reads it from stdin
+        argv = [binary(), "-p", *([] if piped else [prompt]), "--output-format", "stream-json",
+                "--verbose", "--permission-mode", "bypassPermissions"]
         if request.agent.model:
             argv += ["--model", request.agent.model]
         if request.session:
@@ -57,7 +64,8 @@ class ClaudeProvider:
             # agentfile target runs unattended, in its own worktree.
             env["IS_SANDBOX"] = "1"
         self.states[request.result_file.as_posix()] = ClaudeState()
-        return AgentCommand(argv, env, unset=("CLAUDECODE",))
+        return AgentCommand(argv, env, unset=("CLAUDECODE",),
+                            stdin=request.prompt_file if piped else None)
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         event = json_line(line)

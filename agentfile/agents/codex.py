@@ -9,7 +9,13 @@ counted for that thread are subtracted. Codex reports no cost: dollars are token
 
 from __future__ import annotations
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.base import (
+    AgentCommand,
+    AgentRequest,
+    AgentVerdict,
+    Usage,
+    too_long_for_an_argument,
+)
 from agentfile.agents.events import find_cli, json_line, number
 
 BINARY_VARIABLE = "AGENTFILE_CODEX"
@@ -48,9 +54,11 @@ class CodexProvider:
         if request.agent.model:
             argv += ["--model", request.agent.model]
         argv += list(request.agent.args)
-        argv += [request.session, prompt] if request.session else [prompt]
+        piped = too_long_for_an_argument(prompt)  # `-`: codex reads it from stdin
+        given = "-" if piped else prompt
+        argv += [request.session, given] if request.session else [given]
         self.attempts[str(request.result_file)] = _Attempt()
-        return AgentCommand(argv)
+        return AgentCommand(argv, stdin=request.prompt_file if piped else None)
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         event = json_line(line)

@@ -10,7 +10,13 @@ run still "succeeds"), and a model: the default `auto` first asks a classifier.
 
 from __future__ import annotations
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.base import (
+    AgentCommand,
+    AgentRequest,
+    AgentVerdict,
+    Usage,
+    too_long_for_an_argument,
+)
 from agentfile.agents.events import find_cli, json_line, number
 
 BINARY_VARIABLE = "AGENTFILE_GEMINI"
@@ -42,13 +48,14 @@ class GeminiProvider:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")
-        argv = [binary(), "-p", prompt, "-o", "stream-json",
+        piped = too_long_for_an_argument(prompt)  # without -p, gemini reads it from stdin
+        argv = [binary(), *([] if piped else ["-p", prompt]), "-o", "stream-json",
                 "-m", request.agent.model or DEFAULT_MODEL, "--skip-trust", "--yolo"]
         if request.session:
             argv += ["--resume", request.session]
         argv += list(request.agent.args)
         self.attempts[str(request.result_file)] = _Attempt()
-        return AgentCommand(argv)
+        return AgentCommand(argv, stdin=request.prompt_file if piped else None)
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         event = json_line(line)

@@ -215,7 +215,7 @@ def _launcher(launch: process.Launch, cwd: Path, *, gate: Path, out: Path) -> st
         f": <{q(str(gate))} || exit 125",
         # Only now: until agentfile holds the terminal open too, stdin keeps it from closing
         # (tmux ends a pane whose terminal no process holds).
-        "exec </dev/null",
+        f"exec <{q(str(launch.stdin)) if launch.stdin else '/dev/null'}",
         # -P: PWD as process.run's shell finds it (physical), not as spelt.
         f"cd -P -- {q(str(cwd))} || exit 126",
         "unset OLDPWD",  # set by cd, but not part of the target's environment
