@@ -33,10 +33,17 @@ def target_path(name: str) -> str:
     return "/".join(parts)
 
 
+def flat_path(name: str) -> str:
+    """A target name as one folder name (`/` encoded too): worktrees are siblings, so that
+    no target's worktree is inside another's (`review/a` inside `review`)."""
+    text = quote(name, safe="-_.{}@+=,")
+    return _fits(text.replace(".", "%2E") if text in ("", ".", "..") else text)
+
+
 def ref_safe(name: str) -> str:
-    """A target name as part of a git branch name (git check-ref-format's rules)."""
-    parts = [quote(part, safe="-_") for part in name.split("/")]
-    return "/".join(_fits(p.replace(".", "%2E") or "%2F") for p in parts)
+    """A target name as the last part of a git branch name (git check-ref-format's rules),
+    `/` encoded too: git cannot hold a branch `…/rev` beside `…/rev/a`."""
+    return _fits(quote(name, safe="-_").replace(".", "%2E"))
 
 
 MAX_PART = 200  # bytes of one path part: file systems allow 255, and suffixes follow

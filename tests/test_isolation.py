@@ -287,3 +287,16 @@ def test_work_committed_off_the_target_s_branch_still_lands(repo: Path, agentfil
     assert result.code == 0, result.out + result.err
     assert git(repo, "show", "main:f.txt") == "important\n"
     assert git(repo, "show", "main:g.txt") == "also\n"
+
+
+def test_a_target_named_inside_another_gets_a_worktree_beside_it(
+        repo: Path, agentfile_cli: Run) -> None:
+    """`rev` and `rev/a` both in worktrees: side by side, not one inside the other (whose
+    commit would then take the other in as an embedded repository)."""
+    commit_manifest(repo, agent_target("rev", "sleep 0.5; echo R > r.txt")
+                    + agent_target("rev/a", "echo A > a.txt"))
+    result = agentfile_cli("build", "-j2", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert git(repo, "show", "main:r.txt") == "R\n" and git(repo, "show", "main:a.txt") == "A\n"
+    tree = git(repo, "ls-tree", "-r", "main")
+    assert " commit " not in tree and "rev" not in tree  # no gitlink, no worktree folder

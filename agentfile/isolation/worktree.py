@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentfile.isolation.base import Workspace
-from agentfile.layout import Layout, ref_safe, target_path
+from agentfile.layout import Layout, flat_path, ref_safe
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.state import Store
 
@@ -61,7 +61,7 @@ class Worktrees:
         return f"agentfile/targets/{self.run_id}/{ref_safe(target.name)}"
 
     def path_of(self, target: ConcreteTarget) -> Path:
-        return self.layout.state_dir / "worktrees" / self.run_id / target_path(target.name)
+        return self.layout.state_dir / "worktrees" / self.run_id / flat_path(target.name)
 
     def prepare(self, target: ConcreteTarget) -> Workspace:
         branch, path = self.branch_of(target), self.path_of(target)
