@@ -94,3 +94,11 @@ def wait_for_descendants(pid: int, word: str, count: int = 1, timeout: float = 2
             return
         time.sleep(0.05)
     raise AssertionError(f"no {count} '{word}' processes under {pid} within {timeout}s")
+
+
+def patched_agentfile(cwd: Path, patch: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`agentfile ARGS` in a child process once `patch` (Python source) has run there: a
+    fault put exactly where a test needs it, in a real process."""
+    code = f"{patch}\nfrom agentfile.cli import main\nraise SystemExit(main({list(args)!r}))\n"
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})

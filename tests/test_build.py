@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Run, wait_for_descendants
+from conftest import Run, patched_agentfile, wait_for_descendants
 
 # Each target appends "start NAME TIME" / "end NAME TIME" to trace.log, so the tests read the
 # order and the overlap the build really had.
@@ -541,17 +541,13 @@ def test_a_signal_as_the_build_ends_leaves_its_records_whole(repo: Path, sig: in
     """A Ctrl-C or SIGTERM once every target has ended, while the summary is written: the
     run is still closed in the state, with its summary, and agentfile exits as it would."""
     write(repo, "a:\n    run = 'true'\n")
-    code = ("import os, sys\n"
-            "from agentfile.commands import build\n"
-            "real = build._summary\n"
-            "def late(*args, **kwargs):\n"
-            f"    os.kill(os.getpid(), {int(sig)})\n"
-            "    return real(*args, **kwargs)\n"
-            "build._summary = late\n"
-            "from agentfile.cli import main\n"
-            "raise SystemExit(main(['build']))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    done = patched_agentfile(repo, "import os\n"
+                                   "from agentfile.commands import build\n"
+                                   "real = build._summary\n"
+                                   "def late(*args, **kwargs):\n"
+                                   f"    os.kill(os.getpid(), {int(sig)})\n"
+                                   "    return real(*args, **kwargs)\n"
+                                   "build._summary = late\n", "build")
     assert done.returncode == 0, done.stderr
     assert json.loads((last_run(repo) / "summary.json").read_text())["status"] == "succeeded"
     db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
@@ -589,20 +585,16 @@ def test_an_attempt_that_cannot_start_keeps_the_ones_before(repo: Path, isolatio
                 f"    isolation = {isolation}\n")
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "manifest"], cwd=repo, check=True)
-    code = ("import errno\n"
-            "from agentfile import process\n"
-            "real = process.Started.__init__\n"
-            "calls = []\n"
-            "def start(self, *args, **kwargs):\n"
-            "    calls.append(1)\n"
-            "    if len(calls) == 2:\n"
-            "        raise OSError(errno.E2BIG, 'Argument list too long')\n"
-            "    real(self, *args, **kwargs)\n"
-            "process.Started.__init__ = start\n"
-            "from agentfile.cli import main\n"
-            "raise SystemExit(main(['build']))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    done = patched_agentfile(repo, "import errno\n"
+                                   "from agentfile import process\n"
+                                   "real = process.Started.__init__\n"
+                                   "calls = []\n"
+                                   "def start(self, *args, **kwargs):\n"
+                                   "    calls.append(1)\n"
+                                   "    if len(calls) == 2:\n"
+                                   "        raise OSError(errno.E2BIG, 'Argument list too long')\n"
+                                   "    real(self, *args, **kwargs)\n"
+                                   "process.Started.__init__ = start\n", "build")
     assert done.returncode == 1, done.stderr
     db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
     assert db.execute("SELECT attempt, status, exit_code FROM attempts ORDER BY attempt"

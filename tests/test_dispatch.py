@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Run
+from conftest import Run, patched_agentfile
 
 from agentfile import process, reactor
 
@@ -342,16 +342,12 @@ def test_a_log_that_cannot_be_written_fails_the_target_not_the_build(tmp_path: P
 
 
 def test_a_full_disk_is_said_plainly(tmp_path: Path) -> None:
-    code = ("import errno\n"
-            "from agentfile.commands import build\n"
-            "def full(*args, **kwargs):\n"
-            "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
-            "build.build = full\n"
-            "from agentfile.cli import main\n"
-            "raise SystemExit(main(['build']))\n")
     (tmp_path / "Agentfile").write_text("a:\n    run = 'true'\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    done = patched_agentfile(tmp_path, "import errno\n"
+                                       "from agentfile.commands import build\n"
+                                       "def full(*args, **kwargs):\n"
+                                       "    raise OSError(errno.ENOSPC, 'No space left')\n"
+                                       "build.build = full\n", "build")
     assert done.returncode == 1
     assert done.stderr.startswith("agentfile: no space left on the disk") and \
         "internal error" not in done.stderr
