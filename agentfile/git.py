@@ -37,7 +37,9 @@ class Git:
 
     def __init__(self, root: Path) -> None:
         try:
-            self.repo = git.Repo(root)
+            # A path is a path: a target named ü has %C3%BC in its worktree's path, which
+            # GitPython would take for a %VARIABLE% (and warn on stderr).
+            self.repo = git.Repo(root, expand_vars=False)
         except (InvalidGitRepositoryError, NoSuchPathError):
             raise UsageError(f"{root} is not a git repository; worktree and branch isolation "
                              "need one (or use `isolation = none`)") from None
@@ -61,7 +63,7 @@ class Git:
 
     def dirty_files(self, path: Path | None = None, *, untracked: bool = False) -> list[str]:
         """Changed tracked files of a work tree (and untracked ones, not ignored, if asked)."""
-        repo = git.Repo(path) if path else self.repo
+        repo = git.Repo(path, expand_vars=False) if path else self.repo
         out = repo.git.status("--porcelain=v1", "-z",
                               "--untracked-files=all" if untracked else "--untracked-files=no")
         entries = [e for e in str(out).split("\0") if e]
@@ -144,7 +146,11 @@ class Git:
                    exclude: Sequence[str] = ()) -> str | None:
         """Commit everything changed in a worktree (but `exclude`, e.g. a copied `.env`);
         the new commit, or None if there was nothing to commit."""
-        tree = git.Repo(path)
+        tree = git.Repo(path, expand_vars=False)
+        if exclude:  # git refuses to be told to leave out what it ignores anyway (a .env)
+            ignored = set(str(tree.git.check_ignore(*exclude, with_exceptions=False))
+                          .splitlines())
+            exclude = [name for name in exclude if name not in ignored]
         tree.git.add("-A", "--", ".", *(f":(exclude){name}" for name in exclude))
         status, _, _ = tree.git.diff("--cached", "--quiet", with_extended_output=True,
                                      with_exceptions=False)
@@ -158,7 +164,7 @@ class Git:
         """Make `branch` hold the commit the checkout at `path` is on, and return it: an
         agent that detached HEAD or switched branches committed its work there, and the
         target's branch is what gets merged (else that work would be left dangling)."""
-        head = str(git.Repo(path).git.rev_parse("HEAD"))
+        head = str(git.Repo(path, expand_vars=False).git.rev_parse("HEAD"))
         if head != self.rev(branch):
             with _LOCK:
                 self.cmd.branch("-f", branch, head)

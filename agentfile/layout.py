@@ -43,7 +43,8 @@ def flat_path(name: str) -> str:
 def ref_safe(name: str) -> str:
     """A target name as the last part of a git branch name (git check-ref-format's rules),
     `/` encoded too: git cannot hold a branch `…/rev` beside `…/rev/a`."""
-    return _fits(quote(name, safe="-_").replace(".", "%2E"))
+    # `~` is not allowed in a branch name: neither a name's own nor the one _fits adds.
+    return _fits(quote(name, safe="-_").replace(".", "%2E")).replace("~", "%7E")
 
 
 MAX_PART = 200  # bytes of one path part: file systems allow 255, and suffixes follow

@@ -103,13 +103,19 @@ def test_dirty_tree_is_never_modified(repo: Path, agentfile_cli: Run) -> None:
     assert "land it with: git merge --ff-only agentfile/" in result.out
 
 
-def test_copy_brings_untracked_files_but_never_commits_them(repo: Path,
-                                                             agentfile_cli: Run) -> None:
+@pytest.mark.parametrize("ignored", [False, True])  # a .env is usually in .gitignore
+def test_copy_brings_untracked_files_but_never_commits_them(repo: Path, agentfile_cli: Run,
+                                                             ignored: bool) -> None:
     (repo / ".env").write_text("TOKEN=abc\n")
+    if ignored:
+        (repo / ".gitignore").write_text(".env\n")
+        git(repo, "add", ".gitignore")
     commit_manifest(repo, agent_target("a", "cp .env seen.txt", extra='    copy = [".env"]\n'))
-    assert agentfile_cli("build", cwd=repo).code == 0
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
     assert (repo / "seen.txt").read_text() == "TOKEN=abc\n"
     assert ".env" not in git(repo, "ls-files")
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
 def test_dependency_diff_reaches_the_reviewer(repo: Path, agentfile_cli: Run) -> None:
@@ -287,6 +293,18 @@ def test_work_committed_off_the_target_s_branch_still_lands(repo: Path, agentfil
     assert result.code == 0, result.out + result.err
     assert git(repo, "show", "main:f.txt") == "important\n"
     assert git(repo, "show", "main:g.txt") == "also\n"
+
+
+def test_odd_target_names_get_worktrees_and_branches(repo: Path, agentfile_cli: Run) -> None:
+    """`~` (not allowed in a branch name), non-ASCII (%XX in the worktree's path, which
+    GitPython would take for a %VARIABLE%), and a name longer than a file name may be."""
+    commit_manifest(repo, 'm/{x}:\n    foreach x in ["v~1", "ü", "' + "n" * 230 + '"]\n'
+                          '    agent = sh\n    prompt = "echo {x} > $(echo {x} | md5sum | '
+                          'cut -c1-8).txt"\n')
+    result = agentfile_cli("build", "-j3", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert result.err == ""  # no library warning either
+    assert len(git(repo, "ls-files", "*.txt").split()) == 3
 
 
 def test_a_target_named_inside_another_gets_a_worktree_beside_it(
