@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shlex
 import threading
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
     from agentfile.isolation.tmux import TmuxSession
 
 FAILURE_LINES = 30
+MAX_USAGE = 2 ** 53  # tokens or dollars an agent may report: far past any real total
 FAILURE_LINE_CHARS = 2000  # 30 such lines: 60 kB at most, in a summary or a prompt
 RETRYABLE = ("failed", "timeout", "oom")
 T = TypeVar("T")
@@ -233,12 +235,17 @@ class Sampler:
             return  # half-written: read it next time
         if not isinstance(data, dict):
             return
-        if isinstance(data.get("cost_usd"), int | float):
-            self.usage.cost_usd = float(data["cost_usd"])
+        # Only what a total can be: a NaN, a negative cost (which would loosen every budget)
+        # or a count past what the state can hold is not usage, and is left out.
+        cost = data.get("cost_usd")
+        if isinstance(cost, int | float) and math.isfinite(cost) and 0 <= cost < MAX_USAGE:
+            self.usage.cost_usd = float(cost)
             self.usage.cost_reported = True
         for key in ("input_tokens", "output_tokens"):
-            if isinstance(data.get(key), int):
-                setattr(self.usage, key, data[key])
+            count = data.get(key)
+            if isinstance(count, int) and not isinstance(count, bool) and \
+                    0 <= count < MAX_USAGE:
+                setattr(self.usage, key, count)
         assert self.job.agent is not None
         self.job.progress.cost_usd = self.usage.priced(self.job.agent)
 

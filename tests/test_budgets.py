@@ -79,3 +79,22 @@ def test_secrets_never_reach_logs_events_prompts_or_results(repo: Path,
     run = next((repo / ".agentfile" / "runs").iterdir())
     assert "***" in (run / "logs" / "t.log").read_text()
     assert "***" in (run / "logs" / "r.log").read_text()
+
+
+def test_usage_that_is_not_a_total_is_left_out(repo: Path, agentfile_cli: Run) -> None:
+    """NaN, a negative cost or a count past what the state holds: the target goes on as if
+    the agent had not said it; nothing crashes and no budget is loosened."""
+    (repo / "spend.sh").write_text(
+        "#!/bin/sh\necho '{\"cost_usd\": NaN, \"input_tokens\": 99999999999999999999999}' "
+        "> \"$AGENTFILE_USAGE_FILE\"\nsleep 0.3\n"
+        "echo '{\"cost_usd\": -5, \"input_tokens\": 7}' > \"$AGENTFILE_USAGE_FILE\"\n")
+    (repo / "spend.sh").chmod(0o755)
+    (repo / "Agentfile").write_text(
+        'agent spender: command\n    command = "./spend.sh"\n'
+        't:\n    agent = spender\n    prompt = "spend"\n    isolation = none\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    events = [json.loads(x) for x in next((repo / ".agentfile" / "runs").iterdir())
+              .joinpath("events.jsonl").read_text().splitlines()]
+    done = next(e for e in events if e["event"] == "target_finished")
+    assert done["cost_usd"] == 0 and done["tokens"] == 7
