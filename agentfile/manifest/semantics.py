@@ -114,6 +114,10 @@ class Checker:
             self.check_file(target.prompt.file, (*path, "prompt"))
         for index, context in enumerate(target.context):
             self.check_file(context, (*path, "context", index))
+        for index, copied in enumerate(target.copy_files):  # into the target's worktree
+            if Path(copied).is_absolute() or ".." in Path(copied).parts:
+                self.fail((*path, "copy", index), f"copy path '{copied}' must stay inside "
+                          "the repository (a relative path without '..')")
         var = target.foreach.var if target.foreach else None
         unbound = sorted(set(placeholders(name)) - {var})
         if unbound:
