@@ -31,6 +31,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(f"agentfile: error: {message}") from None
 
 
+def _jobs(text: str) -> int:
+    """-j's number: a whole number of at least 1 (build and plan alike)."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of jobs") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError("needs a number of jobs of at least 1")
+    return jobs
+
+
 def _manifest_options(parser: argparse.ArgumentParser, *, short_file: bool = True) -> None:
     # SUPPRESS lets `-f` and `-C` stand before or after the command name.
     names = ("-f", "--file") if short_file else ("--file",)
@@ -50,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build targets (default: options.default, else all)")
     _manifest_options(build)
     build.add_argument("targets", nargs="*", metavar="TARGET")
-    build.add_argument("-j", "--jobs", type=int, metavar="N", help="run at most N at once")
+    build.add_argument("-j", "--jobs", type=_jobs, metavar="N", help="run at most N at once")
     build.add_argument("-k", "--keep-going", action="store_true",
                        help="after a failure, still run what does not depend on it")
     build.add_argument("-n", "--dry-run", action="store_true",
@@ -83,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="waves, critical path, sequential vs parallel estimate")
     _manifest_options(plan)
     plan.add_argument("targets", nargs="*", metavar="TARGET")
-    plan.add_argument("-j", "--jobs", type=int, metavar="N", help="job slots to estimate with")
+    plan.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                      help="job slots to estimate with")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
     graph = sub.add_parser("graph", help="the dependency graph after fan-out")
@@ -153,8 +165,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "build":
         from agentfile.commands.build import BuildOptions, build
 
-        if args.jobs is not None and args.jobs < 1:
-            raise UsageError("-j needs a number of jobs of at least 1")
         return build(file=args.file, options=BuildOptions(
             targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,

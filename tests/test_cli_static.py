@@ -204,3 +204,18 @@ def test_nonsense_budgets_and_loads_are_refused(repo: Path, agentfile_cli: Run) 
         result = agentfile_cli("build", flag, value, cwd=repo)
         assert result.code == 2 and flag in result.err, (flag, value, result.err)
     assert not (repo / "ran").exists()
+
+
+def test_small_refusals_of_the_command_line(repo: Path, agentfile_cli: Run) -> None:
+    """-j below 1 for plan as for build; init beside a YAML manifest; clean of a run that
+    does not exist: each exit 2 with a line that says why."""
+    (repo / "Agentfile.yaml").write_text("targets:\n  a:\n    run: 'true'\n")
+    for args in (["plan", "-j", "0"], ["plan", "-j", "-3"], ["build", "-j", "0"]):
+        result = agentfile_cli(*args, cwd=repo)
+        assert result.code == 2 and "at least 1" in result.err, (args, result.err)
+    refused = agentfile_cli("init", cwd=repo)
+    assert refused.code == 2 and "Agentfile.yaml is this folder's manifest" in refused.err
+    assert not (repo / "Agentfile").exists()
+    assert agentfile_cli("build", cwd=repo).code == 0
+    bogus = agentfile_cli("clean", "--run", "bogus", cwd=repo)
+    assert bogus.code == 2 and "no run bogus" in bogus.err

@@ -55,6 +55,8 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
     running = str(live.get("run")) if live else None
     if run is not None and run == running:
         raise UsageError(f"run {run} is still building (pid {live and live.get('pid')})")
+    if run is not None and store.run(run) is None:
+        raise UsageError(f"no run {run} in this repository (see `agentfile runs`)")
     scope = run
     if scope is None and not every:
         last = store.last_run(besides=running)  # a killed build's too

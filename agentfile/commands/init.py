@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentfile.errors import EXIT_OK, UsageError
+from agentfile.manifest.locate import MANIFEST_NAMES
 
 STARTER = '''\
 # Agentfile: make for coding agents. `agentfile check` validates it, `agentfile plan`
@@ -45,6 +46,11 @@ def init(*, file: str | None, force: bool) -> int:
     path = Path(file or "Agentfile")
     if path.exists() and not force:
         raise UsageError(f"{path} exists (use --force to overwrite it)")
+    if file is None and not force:  # an Agentfile would take the place of the user's YAML
+        other = next((n for n in MANIFEST_NAMES if Path(n).exists()), None)
+        if other is not None:
+            raise UsageError(f"{other} is this folder's manifest already; an Agentfile here "
+                             "would be read instead of it (use --force to write one anyway)")
     path.write_text(STARTER, encoding="utf-8")
     print(f"wrote {path}; next: agentfile check && agentfile plan")
     return EXIT_OK
