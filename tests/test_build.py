@@ -618,3 +618,19 @@ def test_a_target_that_ended_in_time_is_not_late_when_agentfile_is(repo: Path) -
     assert statuses(repo) == {"a": "succeeded"}
     log = (last_run(repo) / "logs" / "a.log").read_text().splitlines()
     assert log[1:] == ["a1", "a2", "a3", "a4"]
+
+
+def test_one_instance_s_result_through_a_dependency_on_the_stem(repo: Path,
+                                                                agentfile_cli: Run) -> None:
+    write(repo, 'agent say: command\n    command = "cat {prompt_file} > $AGENTFILE_RESULT_FILE"\n'
+          'big/{x}:\n    foreach x in ["p", "q"]\n    agent = say\n    isolation = none\n'
+          '    prompt = "{x}"\n'
+          's: big\n    run = "echo P={deps.big/p.result} > out.txt"\n'
+          'plain:\n    run = "true"\n'
+          't: plain\n    run = "echo {deps.plain/p.result}"\n')
+    check = agentfile_cli("check", cwd=repo)
+    assert check.code == 2 and "names 'plain/p', which is not a dependency" in check.err
+    assert "big/p" not in check.err  # an instance of a stem it depends on
+    write(repo, (repo / "Agentfile").read_text().split("plain:")[0])
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert (repo / "out.txt").read_text().startswith("P=p\n")

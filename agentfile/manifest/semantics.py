@@ -150,13 +150,20 @@ class Checker:
                               "{deps.NAME.diff}")
                     continue
                 dep = ".".join(parts[1:-1])
-                if dep not in deps:
+                if dep not in deps and not self.instance_of(dep, deps):
                     hint = self.hint(dep, deps)
                     self.fail(path, f"placeholder {{{name}}} names '{dep}', which is not a "
                               f"dependency of this target{hint}")
                 continue
             hint = self.hint(name, known)
             self.fail(path, f"unknown placeholder {{{name}}}{hint} (write {{{{ for a brace)")
+
+    def instance_of(self, name: str, deps: set[str]) -> bool:
+        """Whether `name` may be an instance of a fan-out the target depends on by its stem
+        (`big/p` of `big`, for `big/{x}`): which instances there are is known only after
+        fan-out, where a name that is none of them reads as empty."""
+        stems = {fanout_stem(t) for t in self.manifest.targets}
+        return any(name.startswith(f"{d}/") and d in stems for d in deps)
 
     def check_isolation(self, isolation: object, path: KeyPath) -> None:
         if isinstance(isolation, DirRef):
