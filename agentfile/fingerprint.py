@@ -9,7 +9,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from agentfile.manifest.expand import ConcreteTarget
@@ -75,9 +75,11 @@ def outputs_exist(target: ConcreteTarget, base: Path) -> bool:
 
 
 def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[str, str], *,
-              force: bool = False, done_before: frozenset[str] = frozenset()) -> dict[str, bool]:
+              force: bool = False, done_before: frozenset[str] = frozenset(),
+              in_checkout: Callable[[str], bool] | None = None) -> dict[str, bool]:
     """Whether each target would be up to date if a build ran now (`-n`, `list`): a target
-    that would run makes its dependents run too."""
+    that would run makes its dependents run too, and so does one whose merged work the
+    checkout does not hold (`in_checkout`)."""
     fps: dict[str, str] = {}
     would_run: set[str] = set()
     fresh: dict[str, bool] = {}
@@ -90,6 +92,8 @@ def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[st
                                  done_before=done_before,
                                  deps_ran=any(d in would_run for d in target.deps),
                                  base=loaded.path.parent)
+        if fresh[name] and in_checkout is not None and not in_checkout(name):
+            fresh[name] = False
         if not fresh[name]:  # a group too: what runs under it makes its dependents run
             would_run.add(name)
     return fresh

@@ -81,6 +81,7 @@ class TargetResult:
     diff: str = ""
     detail: str | None = None
     work: WorktreeWork | None = None  # a worktree target's branch, to merge
+    merged_tip: str | None = None  # its branch's commit, once merged into the integration
     suspended_s: float = 0.0  # time spent stopped by the throttle under memory pressure
 
     @property

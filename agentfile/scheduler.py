@@ -115,6 +115,7 @@ class Scheduler:
         durations, _ = g.with_guesses(store.durations(), self.names)
         self.remaining = g.remaining_path(self.graph, self.names, durations)
         self.recorded = store.fingerprints()
+        self.work_tips = store.work_tips()
         self.fingerprints: dict[str, str] = {}
         self.ready: list[tuple[tuple[float, float, int], str]] = []
         self.running: dict[str, Running] = {}
@@ -254,7 +255,16 @@ class Scheduler:
         return up_to_date(target, fp, self.recorded.get(target.name),
                           force=self.request.force, done_before=self.request.done_before,
                           deps_ran=any(d in self.ran for d in target.deps),
-                          base=self.base)
+                          base=self.base) and self._work_in_checkout(target.name)
+
+    def _work_in_checkout(self, name: str) -> bool:
+        """A target whose merged work the user's branch does not hold (its build did not
+        land: a conflict elsewhere, `merge = manual` not yet merged) is not up to date:
+        running it again is what brings its work to the next landing."""
+        tip, worktrees = self.work_tips.get(name), self.request.worktrees
+        if tip is None or worktrees is None:
+            return True
+        return worktrees.git.is_ancestor(tip, worktrees.start_commit)  # False if it is gone
 
     def _start_what_fits(self) -> None:
         if self.outcome.stopped is not None:
@@ -470,6 +480,10 @@ class Scheduler:
                 self.store.record_fingerprint(name, self.fingerprints[name], self.run_id)
             else:
                 self.store.forget_fingerprint(name)
+            if result.merged_tip is not None and status == "succeeded":
+                self.store.record_work(name, result.merged_tip, self.run_id)
+            else:
+                self.store.forget_work(name)
             self._finish(name, status, result=result)
         if status not in SUCCESS:
             self._flush()  # a failure is never left to a later tick
@@ -521,6 +535,7 @@ class Scheduler:
         if mode == "none":
             self.outcome.kept[work.branch] = f"{target.name}, not merged (merge = none)"
             return status
+        tip = worktrees.git.rev(work.branch)
         merged = worktrees.git.merge_into(work.branch, worktrees.integration,
                                           f"agentfile: merge {target.name} (run {self.run_id})")
         if not merged.clean:
@@ -530,6 +545,7 @@ class Scheduler:
             self.outcome.kept[work.branch] = f"{target.name}: conflict in {files}"
             self.outcome.conflicts.append(target.name)
             return "conflict"
+        result.merged_tip = tip
         self.emit("merged", target=target.name, branch=work.branch,
                   into=worktrees.integration, commit=merged.commit)
         if not worktrees.keep:  # a kept worktree still has its branch checked out

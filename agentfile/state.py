@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS fingerprints (
     run TEXT NOT NULL,
     recorded REAL NOT NULL
 );
+-- The commit of a worktree or branch target's work, once merged into a build's integration
+-- branch: the target is up to date only while the user's branch holds it.
+CREATE TABLE IF NOT EXISTS work (
+    target TEXT PRIMARY KEY,
+    tip TEXT NOT NULL,
+    run TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS resources (
     run TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -301,6 +308,15 @@ class Store:
         row = self._read("SELECT run FROM fingerprints WHERE target=?", (target,)
                               ).fetchone()
         return str(row["run"]) if row else None
+
+    def work_tips(self) -> dict[str, str]:
+        return {r["target"]: r["tip"] for r in self._read("SELECT target, tip FROM work")}
+
+    def record_work(self, target: str, tip: str, run_id: str) -> None:
+        self._write("INSERT OR REPLACE INTO work VALUES (?,?,?)", (target, tip, run_id))
+
+    def forget_work(self, target: str) -> None:
+        self._write("DELETE FROM work WHERE target=?", (target,))
 
     # -- what a build created (SPEC 6.6): recorded before it exists, marked when removed ----
 

@@ -318,3 +318,26 @@ def test_a_target_named_inside_another_gets_a_worktree_beside_it(
     assert git(repo, "show", "main:r.txt") == "R\n" and git(repo, "show", "main:a.txt") == "A\n"
     tree = git(repo, "ls-tree", "-r", "main")
     assert " commit " not in tree and "rev" not in tree  # no gitlink, no worktree folder
+
+
+def test_work_a_build_could_not_land_is_not_up_to_date(repo: Path, agentfile_cli: Run) -> None:
+    """a and b succeed, c conflicts with b: nothing lands. c fixed, --retry-failed: a and b
+    are not taken as done while the user's branch lacks their work; it all lands."""
+    (repo / "f.txt").write_text("one\ntwo\nthree\n")
+    git(repo, "add", "f.txt")
+    edit = "sleep 0.3; sed -i 2s/.*/$AGENTFILE_TARGET/ f.txt"
+    commit_manifest(repo, agent_target("a", "echo from-a > a.txt")
+                    + agent_target("b", edit) + agent_target("c", edit))
+    assert agentfile_cli("build", "-j3", "-k", cwd=repo).code == 1
+    assert not (repo / "a.txt").exists()  # nothing landed
+    commit_manifest(repo, agent_target("a", "echo from-a > a.txt") + agent_target("b", edit)
+                    + agent_target("c", "echo from-c > c.txt"))
+    preview = agentfile_cli("build", "-n", "--retry-failed", cwd=repo).out
+    assert "would run: a" in preview and "would run: b" in preview, preview
+    result = agentfile_cli("build", "--retry-failed", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert (repo / "a.txt").read_text() == "from-a\n"
+    assert (repo / "f.txt").read_text() == "one\nb\nthree\n"
+    assert (repo / "c.txt").read_text() == "from-c\n"
+    again = agentfile_cli("build", cwd=repo)  # landed: now all of it is up to date
+    assert again.code == 0 and "would run:" not in agentfile_cli("build", "-n", cwd=repo).out

@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -211,15 +211,29 @@ def _last_run(layout: Layout) -> dict[str, Any] | None:
         store.close()
 
 
+def _work_in_checkout(loaded: LoadedManifest,
+                      tips: Mapping[str, str]) -> Callable[[str], bool] | None:
+    """As the scheduler asks it: whether the checkout holds a target's merged work."""
+    if not tips:
+        return None
+    from agentfile.git import Git
+
+    git = Git(loaded.root)
+    head = git.head_commit()
+    return lambda name: name not in tips or git.is_ancestor(tips[name], head)
+
+
 def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
     """What would run, deciding up-to-date as a build would; starts and writes nothing."""
     store = open_store(layout.database, readonly=True)
     recorded = store.fingerprints() if store else {}
+    tips = store.work_tips() if store else {}
     if store:
         store.close()
     loaded = request.loaded
     fresh = freshness(loaded, request.names, recorded, force=request.force,
-                      done_before=request.done_before)
+                      done_before=request.done_before,
+                      in_checkout=_work_in_checkout(loaded, tips))
     rows = []
     for name in request.names:
         target = loaded.graph.targets[name]
