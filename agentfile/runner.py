@@ -168,14 +168,13 @@ def environment(job: Job, workspace: Workspace, extra: Mapping[str, str]) -> dic
         env.update(job.agent.env)
     env.update(job.target.definition.env)
     env.update(extra)
-    env.update({
-        "AGENTFILE_TARGET": job.target.name,
-        "AGENTFILE_RUN_ID": job.run_id,
-        "AGENTFILE_WORKSPACE": str(workspace.path),
-        "AGENTFILE_PROMPT_FILE": str(job.prompt_file),
-        "AGENTFILE_RESULT_FILE": str(job.result_file),
-        "AGENTFILE_USAGE_FILE": str(job.usage_file),
-    })
+    env["AGENTFILE_TARGET"] = job.target.name
+    env["AGENTFILE_RUN_ID"] = job.run_id
+    env["AGENTFILE_WORKSPACE"] = str(workspace.path)
+    if job.agent is not None:  # the agent contract's files (SPEC 7): no run target has them
+        env["AGENTFILE_PROMPT_FILE"] = str(job.prompt_file)
+        env["AGENTFILE_RESULT_FILE"] = str(job.result_file)
+        env["AGENTFILE_USAGE_FILE"] = str(job.usage_file)
     return env
 
 

@@ -634,3 +634,11 @@ def test_one_instance_s_result_through_a_dependency_on_the_stem(repo: Path,
     write(repo, (repo / "Agentfile").read_text().split("plain:")[0])
     assert agentfile_cli("build", cwd=repo).code == 0
     assert (repo / "out.txt").read_text().startswith("P=p\n")
+
+
+def test_a_run_target_gets_no_agent_files(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, "r:\n    run = \"env | grep ^AGENTFILE_ | cut -d= -f1 | sort > seen.txt\"\n")
+    assert agentfile_cli("build", cwd=repo).code == 0
+    seen = set((repo / "seen.txt").read_text().split())
+    assert {"AGENTFILE_RUN_ID", "AGENTFILE_TARGET", "AGENTFILE_WORKSPACE"} <= seen
+    assert not seen & {"AGENTFILE_PROMPT_FILE", "AGENTFILE_RESULT_FILE", "AGENTFILE_USAGE_FILE"}
