@@ -512,7 +512,7 @@ class Scheduler:
                   tokens=result.tokens if result else 0, peak_rss_bytes=peak,
                   cpu_s=round(cpu, 3) if cpu is not None else None,
                   suspended_s=round(result.suspended_s, 3) if result else 0.0,
-                  detail=_first_line(detail) if status not in SUCCESS else None)
+                  detail=_gist(detail) if status not in SUCCESS else None)
         for child in self.dependents.get(name, []):
             self.waiting[child] -= 1
             if not self.waiting[child] and child not in self.outcome.statuses:
@@ -629,9 +629,16 @@ def _previous_result(files: RunFiles, store: Store, target: str) -> str:
         return ""
 
 
-def _first_line(text: str | None) -> str | None:
+def _gist(text: str | None) -> str | None:
+    """A failure's detail in one line, for events and plain output: its first line, and
+    when that only introduces the output ("exited with 2:"), the output's last line too,
+    where the error usually is."""
     if not text:
         return None
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[0][:200] if lines else None
-
+    if not lines:
+        return None
+    gist = lines[0]
+    if gist.endswith(":") and len(lines) > 1:
+        gist = f"{gist} {lines[-1].strip()}"
+    return gist[:200]

@@ -642,3 +642,11 @@ def test_a_run_target_gets_no_agent_files(repo: Path, agentfile_cli: Run) -> Non
     seen = set((repo / "seen.txt").read_text().split())
     assert {"AGENTFILE_RUN_ID", "AGENTFILE_TARGET", "AGENTFILE_WORKSPACE"} <= seen
     assert not seen & {"AGENTFILE_PROMPT_FILE", "AGENTFILE_RESULT_FILE", "AGENTFILE_USAGE_FILE"}
+
+
+def test_a_failure_s_line_says_what_went_wrong(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'a:\n    run = "echo working; echo oops-it-broke >&2; exit 3"\n')
+    result = agentfile_cli("build", "--json", cwd=repo)
+    finished = next(json.loads(ln) for ln in result.out.splitlines()
+                    if '"target_finished"' in ln)
+    assert finished["detail"] == "exited with 3: oops-it-broke"
