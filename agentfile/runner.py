@@ -26,7 +26,7 @@ from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Provider, Usage
 from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
-from agentfile.manifest.expand import ConcreteTarget, substitute
+from agentfile.manifest.expand import ConcreteTarget, substitute, substitute_shell
 from agentfile.manifest.model import Agent, Budget, FileRef
 from agentfile.process import Steps
 from agentfile.secrets import redactor
@@ -149,16 +149,11 @@ def _dep_aliases(job: Job, values: dict[str, str]) -> None:
 
 
 def _expand(command: str, values: Mapping[str, str]) -> str:
-    """A command line with its placeholders filled in, each a quoted word; one without
-    braces is itself, without quoting every value first."""
+    """A command line with its placeholders filled in, each one literal word wherever it
+    stands; one without braces is itself."""
     if "{" not in command and "}" not in command:
         return command
-    return substitute(command, shell_values(values))
-
-
-def shell_values(values: Mapping[str, str]) -> dict[str, str]:
-    """Placeholders for a shell command: each value one quoted word (SPEC 2.3)."""
-    return {k: shlex.quote(v) for k, v in values.items()}
+    return substitute_shell(command, values)
 
 
 def environment(job: Job, workspace: Workspace, extra: Mapping[str, str]) -> dict[str, str]:
@@ -402,7 +397,7 @@ def _call_agent(job: Job, workspace: Workspace, number: int, values: Mapping[str
     job.usage_file.unlink(missing_ok=True)
     request = AgentRequest(job.target.name, job.run_id, job.agent, workspace.path,
                            job.prompt_file, job.result_file, job.usage_file, number,
-                           shell_values(values), session, _money_left(job))
+                           dict(values), session, _money_left(job))
     planned = chosen.command(request)
     return _AgentCall(chosen, request, planned.command, dict(planned.env), planned.unset,
                       planned.stdin)

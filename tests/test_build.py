@@ -650,3 +650,28 @@ def test_a_failure_s_line_says_what_went_wrong(repo: Path, agentfile_cli: Run) -
     finished = next(json.loads(ln) for ln in result.out.splitlines()
                     if '"target_finished"' in ln)
     assert finished["detail"] == "exited with 3: oops-it-broke"
+
+
+def test_a_placeholder_is_one_literal_word_inside_quotes_too(repo: Path,
+                                                             agentfile_cli: Run) -> None:
+    """SPEC 2.3: a file named `$(touch PWNED).py` is a name, not a command, whether the
+    placeholder stands bare, in "…" or in '…', in `run`, `verify` or a command agent's
+    `command`; a quote in a value cannot end the user's quoting either."""
+    (repo / "src").mkdir()
+    for name in ("$(touch PWNED).py", "it's.py"):
+        (repo / "src" / name).write_text("")
+    write(repo, 'agent echo: command\n'
+          '    command = "printf \'%s|%s|%s\\\\n\' {file} \\"{file}\\" \'{file}\' >> agent.txt"\n'
+          'check/{file}:\n    foreach file in glob("src/*.py")\n'
+          '    run = "printf \'%s|%s\\\\n\' \\"{file}\\" \'{file}\' >> run.txt"\n'
+          '    verify = "test -f \\"{file}\\" && test -f \'{file}\'"\n'
+          'ask/{file}:\n    foreach file in glob("src/*.py")\n    agent = echo\n'
+          '    isolation = none\n    prompt = "p"\n')
+    result = agentfile_cli("build", "-j1", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert not (repo / "PWNED").exists()
+    assert sorted((repo / "run.txt").read_text().splitlines()) == [
+        "src/$(touch PWNED).py|src/$(touch PWNED).py", "src/it's.py|src/it's.py"]
+    assert sorted((repo / "agent.txt").read_text().splitlines()) == [
+        "src/$(touch PWNED).py|src/$(touch PWNED).py|src/$(touch PWNED).py",
+        "src/it's.py|src/it's.py|src/it's.py"]

@@ -578,3 +578,21 @@ def test_bug_problem_after_last_line() -> None:
     outcome = load_text("Agentfile", text)
     assert isinstance(outcome, ManifestError)
     assert all(p.span.line <= len(text.splitlines()) for p in outcome.problems), outcome.render()
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.text(alphabet=st.sampled_from(list("ab $`'\"\\(){};|&*?~\n")), max_size=12),
+       context=st.sampled_from(["{v}", '"{v}"', "'{v}'", 'x"{v}"y', "x'{v}'y",
+                                '"$(printf %s {v})"']))
+def test_a_placeholder_reaches_the_shell_as_one_literal_word(value: str, context: str) -> None:
+    import subprocess
+
+    from agentfile.manifest.expand import substitute_shell
+
+    command = "printf %s " + substitute_shell(context, {"v": value})
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=10)
+    before, after = (part.replace('"', "").replace("'", "") for part in context.split("{v}"))
+    # $( ) drops the trailing newlines of what it runs, as the shell always does.
+    expected = value.rstrip("\n") if context.startswith('"$(') else before + value + after
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == expected

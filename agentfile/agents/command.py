@@ -7,7 +7,7 @@ It reports usage by rewriting `$AGENTFILE_USAGE_FILE` and its final message by w
 from __future__ import annotations
 
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.manifest.expand import substitute
+from agentfile.manifest.expand import substitute_shell
 
 MESSAGE_LINES = 20
 
@@ -20,7 +20,7 @@ class CommandProvider:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         assert request.agent.command is not None  # checked when the manifest is loaded
-        return AgentCommand(substitute(request.agent.command, request.placeholders))
+        return AgentCommand(substitute_shell(request.agent.command, request.placeholders))
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         return None

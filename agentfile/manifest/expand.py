@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,54 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
         return values.get(name, match.group(0))
 
     return _PLACEHOLDER.sub(one, text)
+
+
+def substitute_shell(command: str, values: Mapping[str, str]) -> str:
+    """`substitute` for a shell command line: each value becomes one literal word wherever
+    the placeholder stands, outside quotes, inside '…' or inside "…" (SPEC 2.3: a file named
+    `$(rm -rf ~).py` is a name, not a command). Inside quotes the value is spliced in by
+    closing them around its own quoting: `"{f}"` becomes `""'…'""`."""
+    out: list[str] = []
+    stack: list[str] = []  # the quoting we are inside: ' " $( `
+    last = 0
+    for match in _PLACEHOLDER.finditer(command):
+        _track_quotes(command[last:match.start()], stack)
+        out.append(command[last:match.start()])
+        last = match.end()
+        name = match.group(1)
+        if name is None or name not in values:
+            out.append(match.group(0)[0] if name is None else match.group(0))
+            continue
+        word = shlex.quote(values[name])
+        inside = stack[-1] if stack else ""
+        out.append(f"{inside}{word}{inside}" if inside in ("'", '"') else word)
+    out.append(command[last:])
+    return "".join(out)
+
+
+def _track_quotes(text: str, stack: list[str]) -> None:
+    """Follow the shell's quoting through `text`, from the state in `stack`."""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        top = stack[-1] if stack else ""
+        if top == "'":
+            if char == "'":
+                stack.pop()
+        elif char == "\\":
+            index += 1  # the next character is escaped (outside quotes and inside "…")
+        elif (top == '"' and char == '"') or (top == "`" and char == "`"):
+            stack.pop()
+        elif char == "$" and text[index + 1:index + 2] == "(":
+            stack.append("$(")
+            index += 1
+        elif char == "`":
+            stack.append("`")
+        elif top in ("", "$(", "`") and char in ("'", '"'):
+            stack.append(char)
+        elif top == "$(" and char == ")":
+            stack.pop()
+        index += 1
 
 
 def bind_name(template: str, values: Mapping[str, str]) -> str:
