@@ -675,3 +675,17 @@ def test_a_placeholder_is_one_literal_word_inside_quotes_too(repo: Path,
     assert sorted((repo / "agent.txt").read_text().splitlines()) == [
         "src/$(touch PWNED).py|src/$(touch PWNED).py|src/$(touch PWNED).py",
         "src/it's.py|src/it's.py|src/it's.py"]
+
+
+def test_a_failing_command_agent_s_output_reaches_its_retry(repo: Path,
+                                                             agentfile_cli: Run) -> None:
+    (repo / "agent.sh").write_text('#!/bin/sh\ncat "$1" >> prompts-seen.txt\n'
+                                   'echo noise; echo ERROR-MARKER >&2; exit 1\n')
+    (repo / "agent.sh").chmod(0o755)
+    write(repo, 'agent bot: command\n    command = "./agent.sh {prompt_file}"\n'
+          'g:\n    agent = bot\n    isolation = none\n    prompt = "go"\n    retries = 1\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 1
+    second = (repo / "prompts-seen.txt").read_text().split("The previous attempt failed")[1]
+    assert "exited with 1" in second and "ERROR-MARKER" in second
+    assert "exited with 1: ERROR-MARKER" in result.out

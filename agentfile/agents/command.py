@@ -36,4 +36,6 @@ class CommandProvider:
             message = "\n".join(tail[-MESSAGE_LINES:])
         if exit_code == 0:
             return AgentVerdict(ok=True, message=message)
-        return AgentVerdict(ok=False, message=message, error=f"exited with {exit_code}")
+        # No error of its own: the exit code and the output's last lines say it (the
+        # runner's failure text), and go into the next attempt's prompt.
+        return AgentVerdict(ok=False, message=message)
