@@ -36,6 +36,7 @@ from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
 from agentfile.reactor import Reactor, available
 from agentfile.runner import Job, Progress, TargetResult
+from agentfile.secrets import redactor
 from agentfile.state import OutcomeRow, Store
 from agentfile.throttle import Limits, Monitor
 
@@ -423,9 +424,9 @@ class Scheduler:
             result = self.outcome.results.get(dep)
             if kind == "result":
                 text = result.message if result and result.message is not None else \
-                    _previous_result(self.files, self.store, dep)
+                    _previous(self.files, self.store, dep, "result")
             else:
-                text = result.diff if result else ""
+                text = result.diff if result else _previous(self.files, self.store, dep, "diff")
             texts[dep] = text or ""
         return texts
 
@@ -459,6 +460,10 @@ class Scheduler:
                 status = "failed"
         result.status = status
         self.outcome.results[name] = result
+        if result.diff:  # kept for `{deps.NAME.diff}` of a later build, where it is up to date
+            path = self.files.diff(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(redactor().text(result.diff), encoding="utf-8")
         self.spent += result.cost_usd
         if self.request.ledger is not None and running.target.kind == "agent":
             _, agent = self.loaded.agent_definition(running.target)
@@ -617,12 +622,13 @@ def _git_or_none(root: Path) -> Git | None:
         return None
 
 
-def _previous_result(files: RunFiles, store: Store, target: str) -> str:
-    """An up-to-date dependency's final message: from the run that last built it."""
+def _previous(files: RunFiles, store: Store, target: str, kind: str) -> str:
+    """An up-to-date dependency's final message or diff: from the run that last built it."""
     run = store.fingerprint_run(target)
     if run is None:
         return ""
-    path = RunFiles(files.dir.parent / run).result(target)
+    earlier = RunFiles(files.dir.parent / run)
+    path = earlier.result(target) if kind == "result" else earlier.diff(target)
     try:
         return path.read_text(encoding="utf-8")
     except OSError:

@@ -341,3 +341,18 @@ def test_work_a_build_could_not_land_is_not_up_to_date(repo: Path, agentfile_cli
     assert (repo / "c.txt").read_text() == "from-c\n"
     again = agentfile_cli("build", cwd=repo)  # landed: now all of it is up to date
     assert again.code == 0 and "would run:" not in agentfile_cli("build", "-n", cwd=repo).out
+
+
+def test_an_up_to_date_dependency_s_diff_still_reaches_the_reviewer(
+        repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("gen", "echo generated > gen.txt")
+                    + "use: gen\n    agent = sh\n    isolation = none\n"
+                    '    prompt = "printf %s V1 {deps.gen.diff} > /dev/null; true"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    commit_manifest(repo, agent_target("gen", "echo generated > gen.txt")
+                    + "use: gen\n    agent = sh\n    isolation = none\n"
+                    '    prompt = "printf %s V2 {deps.gen.diff} > /dev/null; true"\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0 and "up-to-date gen" in result.out, result.out
+    prompt = (_last_run(repo) / "prompts" / "use.md").read_text()
+    assert "V2" in prompt and "+generated" in prompt and "gen.txt" in prompt
