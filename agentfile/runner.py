@@ -139,12 +139,17 @@ def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
 
 def _dep_aliases(job: Job, values: dict[str, str]) -> None:
     """`{deps.migrate.result}` for a fan-out dependency: its instances' texts, joined."""
-    for dep in job.target.definition.deps:
+    written = set(job.target.definition.deps)
+    for dep in written:
+        stem = dep.split("{", 1)[0]
+        # Its instances: the dependencies named after the stem and a separator (`mig/a` of
+        # `mig`, never `migrate`), other than those written out themselves.
+        instances = [n for n in job.target.deps if n not in written and n.startswith(stem)
+                     and n[len(stem):len(stem) + 1] in ("/", ".", "-", "_")]
         for kind, source in (("result", job.dep_results), ("diff", job.dep_diffs)):
             key = f"deps.{dep}.{kind}"
             if key not in values:
-                parts = [source[n] for n in job.target.deps if n in source
-                         and (n == dep or n.startswith(dep.split("{", 1)[0]))]
+                parts = [source[n] for n in [dep, *instances] if n in source]
                 values[key] = "\n".join(parts)
 
 

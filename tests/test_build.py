@@ -689,3 +689,14 @@ def test_a_failing_command_agent_s_output_reaches_its_retry(repo: Path,
     second = (repo / "prompts-seen.txt").read_text().split("The previous attempt failed")[1]
     assert "exited with 1" in second and "ERROR-MARKER" in second
     assert "exited with 1: ERROR-MARKER" in result.out
+
+
+def test_a_stem_s_results_are_its_instances_only(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'agent say: command\n    command = "cat {prompt_file} > $AGENTFILE_RESULT_FILE"\n'
+          'mig/{x}:\n    foreach x in ["a", "b"]\n    agent = say\n    isolation = none\n'
+          '    prompt = "R-{x}"\n'
+          'migrate:\n    agent = say\n    isolation = none\n    prompt = "R-migrate"\n'
+          'use: mig migrate\n    run = "echo {deps.mig.result} > out.txt"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    out = (repo / "out.txt").read_text()
+    assert "R-a" in out and "R-b" in out and "R-migrate" not in out
