@@ -156,6 +156,23 @@ b: a
     assert [t.name for t in loaded.targets] == ["a", "b/p", "b/q"]
 
 
+@pytest.mark.parametrize("fast", [True, False])  # the hand-written reader, and lark's
+def test_a_block_is_dedented_as_written_and_never_keeps_a_cr(
+        repo: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CRLF line endings leave no \r in a \"\"\" block; its indentation is cut as it is
+    written, before escapes are decoded (a \\n inside is not a line of its own)."""
+    if not fast:
+        from agentfile.manifest import fastparse
+
+        monkeypatch.setattr(fastparse, "parse", lambda *args, **kwargs: None)
+    text = ('a:\n    run = """\n        test -d sub\n        """\n'
+            'b:\n    run = """\n        Para one.\\n second\n        Para two\\tx\n        """\n')
+    (repo / "Agentfile").write_bytes(text.replace("\n", "\r\n").encode())
+    targets = load(repo / "Agentfile").manifest.targets
+    assert targets["a"].run == "test -d sub\n"
+    assert targets["b"].run == "Para one.\n second\nPara two\tx\n"
+
+
 def test_lines_fanout_and_paired_dependencies(repo: Path) -> None:
     write(repo, {"bugs.txt": "# open bugs\nbug-1\n\nbug-2\n", "Agentfile": '''\
 fix/{bug}:

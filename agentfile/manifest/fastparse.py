@@ -328,7 +328,7 @@ class _Reader:
             line, column = self.line, start - self.line_start + 1
             self.advance_lines(start, end)
             span = Span(self.path, line, column, self.line, end - self.line_start + 1)
-            return s.Str(dedent_block(unescape(token[3:-3], span)), span)
+            return s.Str(unescape(dedent_block(token[3:-3]), span), span)
         self.pos = end
         if kind == "PUNCT":
             if token in _OPENERS:

@@ -89,7 +89,9 @@ def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
     except OSError as err:
         return None, [Problem(Span(display, 1, 1), f"cannot read the manifest: {err.strerror}")]
     try:
-        return raw.decode("utf-8").removeprefix("\ufeff"), []  # editors may add a BOM
+        # Editors may add a BOM, and Windows ones end lines with CRLF: a """ block must not
+        # keep the \r of each line.
+        return raw.decode("utf-8").removeprefix("\ufeff").replace("\r\n", "\n"), []
     except UnicodeDecodeError as err:
         before = raw[: err.start]
         line = before.count(b"\n") + 1

@@ -161,7 +161,7 @@ class _Builder(Transformer[Token, s.Document]):
 
     def long_string(self, children: list[Any]) -> s.Str:
         span = self._sp(children)
-        return s.Str(dedent_block(unescape(children[0][3:-3], span)), span)
+        return s.Str(unescape(dedent_block(children[0][3:-3]), span), span)
 
     def number(self, children: list[Any]) -> s.Num:
         text = str(children[0])

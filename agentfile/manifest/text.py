@@ -31,7 +31,8 @@ def unescape(raw: str, span: Span) -> str:
 
 
 def dedent_block(raw: str) -> str:
-    """The body of a `\"\"\"` string: first newline dropped, common indentation removed."""
+    """The body of a `\"\"\"` string as written: first newline dropped, common indentation
+    removed (before its escapes are decoded: a `\n` in it is not a line of its own)."""
     lines = raw.split("\n")
     if lines and not lines[0].strip():
         lines = lines[1:]
