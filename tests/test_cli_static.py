@@ -219,3 +219,11 @@ def test_small_refusals_of_the_command_line(repo: Path, agentfile_cli: Run) -> N
     assert agentfile_cli("build", cwd=repo).code == 0
     bogus = agentfile_cli("clean", "--run", "bogus", cwd=repo)
     assert bogus.code == 2 and "no run bogus" in bogus.err
+
+
+def test_graph_dot_writes_names_as_they_are(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('fan/{x}:\n    foreach x in ["é", "say \\"hi\\""]\n'
+                                    "    run = 'true'\n")
+    dot = agentfile_cli("graph", "--format", "dot", cwd=repo)
+    assert dot.code == 0, dot.err
+    assert '"fan/é" [shape=' in dot.out and '"fan/say \\"hi\\"" [shape=' in dot.out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
 from agentfile.manifest.load import LoadedManifest
@@ -29,12 +27,17 @@ def as_json(loaded: LoadedManifest) -> dict[str, object]:
     return {"nodes": nodes, "edges": [list(e) for e in loaded.graph.edges]}
 
 
+def _dot_id(name: str) -> str:
+    """A DOT quoted ID: only `\"` is an escape there (a backslash before it, too)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def as_dot(loaded: LoadedManifest) -> str:
     lines = ["digraph agentfile {", "    rankdir=LR;"]
     for t in loaded.targets:
-        lines.append(f"    {json.dumps(t.name)} [shape={_DOT_SHAPES[t.kind]}];")
+        lines.append(f"    {_dot_id(t.name)} [shape={_DOT_SHAPES[t.kind]}];")
     for dep, dependent in loaded.graph.edges:
-        lines.append(f"    {json.dumps(dep)} -> {json.dumps(dependent)};")
+        lines.append(f"    {_dot_id(dep)} -> {_dot_id(dependent)};")
     lines.append("}")
     return "\n".join(lines)
 
