@@ -288,3 +288,14 @@ def test_variables_that_double_at_each_level_are_refused(tmp_path: Path) -> None
     with pytest.raises(ManifestError) as raised:
         load(path, environ={})
     assert "expands to more than 1,048,576 characters" in str(raised.value)
+
+
+def test_a_file_included_from_two_places_is_merged_once(repo: Path) -> None:
+    write(repo, {
+        "sub/deeper/common.agentfile": "common:\n    run = 'true'\n",
+        "sub/a.agentfile": 'include "deeper/common.agentfile"\na: common\n    run = "true"\n',
+        "sub/b.agentfile": 'include "deeper/common.agentfile"\nb: common\n    run = "true"\n',
+        "Agentfile": 'include "sub/a.agentfile"\ninclude "sub/b.agentfile"\n'
+                     "all: a b\n"})
+    loaded = load(repo / "Agentfile")
+    assert sorted(loaded.manifest.targets) == ["a", "all", "b", "common"]

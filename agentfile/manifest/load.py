@@ -156,8 +156,12 @@ def display_path(path: Path) -> str:
         return str(path.resolve())
 
 
-def read_with_includes(path: Path, stack: tuple[Path, ...] = ()) -> Source:
-    """A file with its includes merged in: included files first, this file on top."""
+def read_with_includes(path: Path, stack: tuple[Path, ...] = (),
+                       seen: set[Path] | None = None) -> Source:
+    """A file with its includes merged in: included files first, this file on top. A file
+    included from two places (a diamond) is merged once, where it is first included."""
+    seen = set() if seen is None else seen
+    seen.add(path.resolve())
     source = read_document(path, display_path(path))
     merged = Source(problems=source.problems, damaged=source.damaged)
     includes = source.doc.pop("include", [])
@@ -176,7 +180,9 @@ def read_with_includes(path: Path, stack: tuple[Path, ...] = ()) -> Source:
             merged.problems.append(Problem(where, f"cannot include '{relative}': no such file",
                                            blocking=True))
             continue
-        sub = read_with_includes(target, (*stack, path.resolve()))
+        if target in seen:
+            continue  # merged already, through another include
+        sub = read_with_includes(target, (*stack, path.resolve()), seen)
         merged.problems += sub.problems
         merged.damaged |= sub.damaged
         merged.problems += _merge(merged.doc, merged.spans, sub.doc, sub.spans)
