@@ -70,9 +70,12 @@ class Ledger:
                             (time.time(), today(), repo, run, target, agent, provider,
                              cost_usd, tokens))
 
-    def spent_today(self) -> float:
-        row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM spend WHERE day=?",
-                              (today(),)).fetchone()
+    def spent_today(self, *, besides_run: str | None = None) -> float:
+        """Today's spend across every repository (but one run's, which counts its own)."""
+        with self.lock:
+            row = self.db.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM spend "
+                                  "WHERE day=? AND run IS NOT ?", (today(), besides_run)
+                                  ).fetchone()
         return float(row[0])
 
     def totals(self, by: str) -> list[dict[str, Any]]:

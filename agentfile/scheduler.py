@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
 TICK_SECONDS = 0.1
 FLUSH_SECONDS = 0.1  # events and state rows reach their files at least this often
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
+OTHERS_SECONDS = 0.5  # how stale other builds' spend today may be for the daily alert
 
 
 @dataclass
@@ -138,7 +139,10 @@ class Scheduler:
         self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
-        self.spent_before_today = request.ledger.spent_today() if request.ledger else 0.0
+        # What other builds spent today (SPEC 8: the daily budget is the user's, across
+        # repositories), read again at most every OTHERS_SECONDS and before each agent starts.
+        self.others_today = 0.0
+        self.others_due = 0.0
         self.daily_alerted = False
         # The user's checkout as git sees it: only dir() targets need it (to tell what they
         # changed), and loading GitPython costs a no-op build a tenth of its start-up.
@@ -567,15 +571,23 @@ class Scheduler:
             return None
         return max(self.request.budget_usd - self.live_spent(), 0.0)
 
+    def _spent_today(self, *, fresh: bool = False) -> float:
+        """Today's spend: other builds' (the shared ledger) and this one's, running included."""
+        ledger = self.request.ledger
+        if ledger is not None and (fresh or time.monotonic() >= self.others_due):
+            self.others_today = ledger.spent_today(besides_run=self.run_id)
+            self.others_due = time.monotonic() + OTHERS_SECONDS
+        return self.others_today + self.live_spent()
+
     def _daily_spent_out(self) -> bool:
         daily = self.request.daily
-        return daily is not None and self.spent_before_today + self.live_spent() >= daily.usd
+        return daily is not None and self._spent_today(fresh=True) >= daily.usd
 
     def _check_daily_alert(self) -> None:
         daily = self.request.daily
         if daily is None or daily.alert is None or self.daily_alerted:
             return
-        spent = self.spent_before_today + self.live_spent()
+        spent = self._spent_today()
         if spent >= daily.usd * daily.alert / 100:
             self.daily_alerted = True
             self.emit("budget_warning", scope="daily", share=round(spent / daily.usd, 3),

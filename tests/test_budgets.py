@@ -98,3 +98,40 @@ def test_usage_that_is_not_a_total_is_left_out(repo: Path, agentfile_cli: Run) -
               .joinpath("events.jsonl").read_text().splitlines()]
     done = next(e for e in events if e["event"] == "target_finished")
     assert done["cost_usd"] == 0 and done["tokens"] == 7
+
+
+def test_the_daily_budget_holds_across_builds_running_at_once(
+        tmp_path: Path, agentfile_home: Path) -> None:
+    """SPEC 8: the daily cap is the user's, across repositories: two builds started together
+    spend about the cap between them, not the cap each."""
+    import os
+    import subprocess
+    import sys
+
+    procs = []
+    for name in ("one", "two"):
+        repo = tmp_path / name
+        repo.mkdir()
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        (repo / "spend.sh").write_text(
+            "#!/bin/sh\nsleep 0.05\necho '{\"cost_usd\": 0.01}' > \"$AGENTFILE_USAGE_FILE\"\n")
+        (repo / "spend.sh").chmod(0o755)
+        (repo / "Agentfile").write_text(
+            SPENDER.format(daily="    daily_budget = $0.30")
+            + "".join(f"t{i}:\n    agent = spender\n    prompt = \"spend\"\n"
+                      for i in range(40)))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "agentfile", "build", "-j2", "-k"], cwd=repo,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "NO_COLOR": "1"}))
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [3, 3]
+    from agentfile.ledger import Ledger
+
+    ledger = Ledger(agentfile_home / "ledger.sqlite")
+    try:
+        spent = ledger.spent_today()
+    finally:
+        ledger.close()
+    # At the cap, plus at most what both builds had running when it was reached.
+    assert 0.30 <= spent <= 0.30 + 4 * 0.01 + 1e-9, spent
