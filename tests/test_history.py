@@ -151,3 +151,24 @@ def test_a_target_named_like_another_s_log_folder_has_its_own_log(
     assert result.code == 0, result.out + result.err
     assert "from-a" in agentfile_cli("logs", "a", cwd=repo).out
     assert "from-x" in agentfile_cli("logs", "a.log/x", cwd=repo).out
+
+
+def test_following_a_target_that_has_not_started_waits_for_this_build_s_log(
+        repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('early:\n    run = "sleep 1.5"\n'
+                                    'late: early\n    run = "echo run $AGENTFILE_RUN_ID"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    first = agentfile_cli("logs", "late", cwd=repo).out
+    build = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-B"], cwd=repo,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = repo / ".agentfile" / "build.lock"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "run" not in lock.read_text():
+            time.sleep(0.05)
+        live = json.loads(lock.read_text())["run"]
+        follow = agentfile_cli("logs", "-f", "late", cwd=repo, timeout=30)
+    finally:
+        build.wait(timeout=30)
+    assert follow.code == 0 and f"run {live}" in follow.out and follow.out != first
+    assert "waiting for 'late'" in follow.err

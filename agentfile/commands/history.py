@@ -56,8 +56,15 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
 
 def logs(*, file: str | None, target: str, run: str | None, follow: bool) -> int:
     layout = layout_for(file)
-    run_id = run or _latest_run_with(layout, target)
+    live = _live_run(layout) if follow and run is None else None
+    run_id = run or live or _latest_run_with(layout, target)
     path = RunFiles(layout.run_dir(run_id)).log(target)
+    if live is not None and not path.is_file():
+        # Following during a build: this build's log of the target, once it starts (an
+        # earlier build's log, shown at once, would be the wrong one).
+        print(f"agentfile: waiting for '{target}' to start in build {run_id}", file=sys.stderr)
+        while not path.is_file() and not _target_done(layout, run_id, target):
+            time.sleep(FOLLOW_POLL_SECONDS)
     if not path.is_file():
         raise UsageError(f"no log of '{target}' in run {run_id}")
     with open(path, "rb") as handle:
