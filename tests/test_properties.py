@@ -596,3 +596,18 @@ def test_a_placeholder_reaches_the_shell_as_one_literal_word(value: str, context
     expected = value.rstrip("\n") if context.startswith('"$(') else before + value + after
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode() == expected
+
+
+@PROPERTY
+@given(lines=st.lists(st.text(alphabet="ab ", min_size=1, max_size=6).filter(str.strip),
+                      min_size=1, max_size=4),
+       indent=st.integers(min_value=0, max_value=3))
+def test_a_many_line_string_converts_to_an_agentfile_and_back(lines: list[str],
+                                                               indent: int) -> None:
+    """Lines that all begin with spaces keep them through `convert --to agentfile` (a block
+    would lose what they share to the dedent)."""
+    prompt = "".join(" " * indent + line + "\n" for line in lines)
+    doc = {"agents": {"x": {"provider": "command", "command": "true"}},
+           "targets": {"t": {"agent": "x", "prompt": prompt}}}
+    loaded = load_ok("Agentfile", to_agentfile(doc))
+    assert loaded.manifest.targets["t"].prompt == prompt

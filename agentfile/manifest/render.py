@@ -111,9 +111,12 @@ def _fits_long_string(text: str) -> bool:
     """Whether a triple-quoted block gives this text back exactly (it has no escapes)."""
     if '"""' in text or text.endswith('"') or "\\" in text:
         return False
-    first, *_, last = text.split("\n")
+    lines = text.split("\n")
+    first, last = lines[0], lines[-1]
     if not first.strip() or (last and not last.strip()):
         return False  # a blank first line or a blank last line is dropped by the dedent
+    if not any(ln.strip() and not ln.startswith(" ") for ln in lines):
+        return False  # indentation every line shares would be cut by the dedent too
     return all(c == "\n" or (c.isprintable() and c != "\t") for c in text)
 
 
