@@ -395,7 +395,7 @@ class Scheduler:
             tag=f"{self.run_id}/{name}", environ=self.environ,
         )
         if self.request.terminal is not None and (
-                self.request.all_in_tmux or target.definition.terminal == "tmux"):
+                self.request.all_in_tmux or self.loaded.in_tmux(target)):
             job.terminal = self.request.terminal
         reserved = budget.memory if budget is not None and budget.memory else 0
         job.known = self.monitor.track(name, job.progress, reserved).known

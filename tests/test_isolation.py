@@ -356,3 +356,37 @@ def test_an_up_to_date_dependency_s_diff_still_reaches_the_reviewer(
     assert result.code == 0 and "up-to-date gen" in result.out, result.out
     prompt = (_last_run(repo) / "prompts" / "use.md").read_text()
     assert "V2" in prompt and "+generated" in prompt and "gen.txt" in prompt
+
+
+def test_a_run_target_after_agents_work_sees_it(repo: Path, agentfile_cli: Run) -> None:
+    """`final: a b` runs on a and b's merged work in the first build (it used to run in the
+    user's checkout, which holds that work only once the build lands); a run target with
+    no such dependency stays in the checkout."""
+    commit_manifest(repo, agent_target("a", "echo A > a.txt") + agent_target("b", "echo B > b.txt")
+                    + "final: a b\n    run = \"cat a.txt b.txt > both.txt\"\n"
+                    + "alone:\n    run = \"pwd > where.txt\"\n")
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert (repo / "both.txt").read_text() == "A\nB\n"  # made on the merged work, landed
+    assert (repo / "where.txt").read_text().strip() == str(repo.resolve())
+    events = [json.loads(x) for x in (_last_run(repo) / "events.jsonl").read_text().splitlines()]
+    where = {e["target"]: e["isolation"] for e in events if e["event"] == "target_started"}
+    assert where["final"].startswith("worktree") and where["alone"] == "none"
+
+
+def test_options_terminal_tmux_puts_every_target_in_the_session(repo: Path) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    (repo / "Agentfile").write_text("options:\n    terminal = tmux\n    jobs = 3\n"
+                                    + "".join(f"w{i}:\n    run = \"echo hi{i}; sleep 1.5\"\n"
+                                              for i in range(3)))
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "NO_COLOR": "1"})
+    wait_for_descendants_or_session(repo)
+    (session,) = _session_of(repo)
+    windows = subprocess.run(["tmux", "list-windows", "-t", session, "-F", "#{window_name}"],
+                             capture_output=True, text=True).stdout.split()
+    assert proc.wait(timeout=30) == 0
+    assert {"w0", "w1", "w2"} <= set(windows), windows
+    assert _session_of(repo) == []

@@ -118,7 +118,7 @@ def _terminal(request: BuildRequest, layout: Layout, store: Store,
     killed (and its removal checked) at the end of the build, however it ends."""
     loaded = request.loaded
     wanted = request.all_in_tmux or any(
-        loaded.graph.targets[n].definition.terminal == "tmux" for n in request.names)
+        loaded.in_tmux(loaded.graph.targets[n]) for n in request.names)
     if not wanted:
         yield
         return

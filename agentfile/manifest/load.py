@@ -38,6 +38,8 @@ class LoadedManifest:
     targets: tuple[ConcreteTarget, ...]
     graph: Graph
     spans: SpanTable
+    # Run targets that come after a worktree or branch target's work: see isolation_of.
+    after_merged_work: frozenset[str] = frozenset()
 
     def agent_of(self, target: ConcreteTarget) -> str | None:
         """The agent that runs an agent target: its own, the default, else claude."""
@@ -52,13 +54,21 @@ class LoadedManifest:
             return None, None
         return name, self.manifest.agents.get(name) or Agent.model_validate({"provider": name})
 
+    def in_tmux(self, target: ConcreteTarget) -> bool:
+        """Whether the target runs in a tmux window: its own `terminal`, else the options'."""
+        return target.kind != "group" and (
+            target.definition.terminal or self.manifest.options.terminal) == "tmux"
+
     def isolation_of(self, target: ConcreteTarget) -> str | DirRef:
-        """Agent targets default to `options.isolation` (else worktree), others to none."""
+        """Agent targets default to `options.isolation` (else worktree), others to none; but
+        a run target that depends, at any depth, on a worktree or branch target's work
+        defaults to worktree too: it must see that work, which reaches the user's checkout
+        only when the build lands (SPEC 6.1)."""
         if target.definition.isolation is not None:
             return target.definition.isolation
         if target.kind == "agent":
             return self.manifest.options.isolation or "worktree"
-        return "none"
+        return "worktree" if target.name in self.after_merged_work else "none"
 
     def resolve(self, names: Sequence[str]) -> list[str]:
         """Command-line target names -> concrete names (a fan-out name means all of it)."""
@@ -215,6 +225,26 @@ def _merge(into: dict[str, Any], into_spans: SpanTable, doc: Mapping[str, Any],
     return problems
 
 
+def _after_merged_work(manifest: Manifest, graph: Graph) -> frozenset[str]:
+    """The run targets without an isolation of their own that depend, at any depth, on a
+    target whose work is merged (worktree or branch isolation)."""
+    merging: set[str] = set()  # targets whose work is merged, or that come after such work
+    after: set[str] = set()
+    for name in graph.order:  # dependencies first
+        target = graph.targets[name]
+        mode = target.definition.isolation
+        if mode is None and target.kind == "agent":
+            mode = manifest.options.isolation or "worktree"
+        behind = any(d in merging for d in target.deps)
+        if mode in ("worktree", "branch"):
+            merging.add(name)
+        elif mode is None and behind:
+            merging.add(name)
+            if target.kind == "run":
+                after.add(name)
+    return frozenset(after)
+
+
 def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManifest:
     """Load a manifest completely; raise ManifestError with every problem found."""
     # Loading builds many small objects that all live on: the cyclic garbage collector
@@ -268,7 +298,8 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:
         first = next(t for t in targets if t.name == err.cycle[0])
         raise ManifestError([Problem(span_for(spans, ("targets", first.template, "deps")),
                                      str(err))]) from None
-    return LoadedManifest(path, root, manifest, tuple(targets), graph, spans)
+    return LoadedManifest(path, root, manifest, tuple(targets), graph, spans,
+                          _after_merged_work(manifest, graph))
 
 
 def _valid_part(doc: dict[str, Any], spans: SpanTable) -> tuple[Manifest | None, set[str]]:
