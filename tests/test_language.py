@@ -116,7 +116,8 @@ def test_spec_example_loads(spec_repo: Path) -> None:
     assert test.deps == ("models", "migrate/src/app/a.py", "migrate/src/b.py", "review")
     migrate = next(t for t in loaded.targets if t.name == "migrate/src/b.py")
     assert migrate.bindings == {"file": "src/b.py"} and migrate.instance == 1
-    assert loaded.agent_of(test) is None and loaded.isolation_of(test) == "none"
+    # A run target, but after the agents' worktrees: it runs on their merged work.
+    assert loaded.agent_of(test) is None and loaded.isolation_of(test) == "worktree"
     review = next(t for t in loaded.targets if t.name == "review")
     assert loaded.agent_of(review) == "reviewer" and loaded.isolation_of(review) == "none"
     assert loaded.resolve(["migrate"]) == ["migrate/src/app/a.py", "migrate/src/b.py"]

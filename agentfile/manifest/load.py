@@ -6,6 +6,7 @@ together as one ManifestError. Nothing after this module sees raw text.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -290,16 +291,24 @@ def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:
     checker = Checker(manifest, spans, base=path.parent, root=root, invalid=invalid)
     targets = checker.run()
     problems += checker.problems
+    try:
+        graph = build_graph(targets if not problems else _known_deps_only(targets))
+    except CycleError as err:  # reported beside the other problems, not instead of them
+        first = next(t for t in targets if t.name == err.cycle[0])
+        problems.append(Problem(span_for(spans, ("targets", first.template, "deps")),
+                                str(err)))
     if problems:
         raise ManifestError(problems)
-    try:
-        graph = build_graph(targets)
-    except CycleError as err:
-        first = next(t for t in targets if t.name == err.cycle[0])
-        raise ManifestError([Problem(span_for(spans, ("targets", first.template, "deps")),
-                                     str(err))]) from None
     return LoadedManifest(path, root, manifest, tuple(targets), graph, spans,
                           _after_merged_work(manifest, graph))
+
+
+def _known_deps_only(targets: Sequence[ConcreteTarget]) -> list[ConcreteTarget]:
+    """The targets with their dependencies on unknown names left out: enough to look for a
+    cycle among the others while those are reported."""
+    names = {t.name for t in targets}
+    return [t if all(d in names for d in t.deps) else
+            dataclasses.replace(t, deps=tuple(d for d in t.deps if d in names)) for t in targets]
 
 
 def _valid_part(doc: dict[str, Any], spans: SpanTable) -> tuple[Manifest | None, set[str]]:
