@@ -81,7 +81,9 @@ class TargetResult:
     diff: str = ""
     detail: str | None = None
     work: WorktreeWork | None = None  # a worktree target's branch, to merge
-    merged_tip: str | None = None  # its branch's commit, once merged into the integration
+    # Its branch's commit once merged into the integration branch (or kept unmerged by
+    # --no-merge): work the user's branch must hold for the target to be up to date.
+    merged_tip: str | None = None
     suspended_s: float = 0.0  # time spent stopped by the throttle under memory pressure
 
     @property

@@ -543,6 +543,8 @@ class Scheduler:
             return status
         if mode == "none":
             self.outcome.kept[work.branch] = f"{target.name}, not merged (merge = none)"
+            if self.request.no_merge:  # this once: its work is still to land, later
+                result.merged_tip = worktrees.git.rev(work.branch)
             return status
         tip = worktrees.git.rev(work.branch)
         merged = worktrees.git.merge_into(work.branch, worktrees.integration,

@@ -390,3 +390,21 @@ def test_options_terminal_tmux_puts_every_target_in_the_session(repo: Path) -> N
     assert proc.wait(timeout=30) == 0
     assert {"w0", "w1", "w2"} <= set(windows), windows
     assert _session_of(repo) == []
+
+
+def test_work_kept_by_no_merge_lands_with_the_next_build(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, agent_target("x", "echo new > x.txt"))
+    assert agentfile_cli("build", "--no-merge", cwd=repo).code == 0
+    assert not (repo / "x.txt").exists()
+    result = agentfile_cli("build", cwd=repo)  # not "up to date": its work never landed
+    assert result.code == 0 and "up-to-date x" not in result.out, result.out
+    assert (repo / "x.txt").read_text() == "new\n"
+
+
+def test_a_dry_run_works_without_the_agents_clis(repo: Path, agentfile_cli: Run) -> None:
+    commit_manifest(repo, "a:\n    agent = claude\n    prompt = \"p\"\n")
+    env = {"AGENTFILE_CLAUDE": str(repo / "no-such-claude")}
+    dry = agentfile_cli("build", "-n", cwd=repo, env=env)
+    assert dry.code == 0 and "would run: a" in dry.out, dry.out + dry.err
+    assert "a build would stop here" in dry.err
+    assert agentfile_cli("build", cwd=repo, env=env).code == 2

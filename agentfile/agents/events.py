@@ -12,7 +12,13 @@ from agentfile.errors import UsageError
 
 def find_cli(program: str, variable: str, install: str) -> str:
     """The CLI's path: `$variable` if set, else `program` on PATH; else a clear error."""
-    found = os.environ.get(variable) or shutil.which(program)
+    given = os.environ.get(variable)
+    if given:
+        found = shutil.which(given)  # a path, or a name on PATH: either must run
+        if not found:
+            raise UsageError(f"{variable}={given} is not a program that can be run")
+        return found
+    found = shutil.which(program)
     if not found:
         raise UsageError(f"the {program} provider needs its CLI: {install}, or set {variable}")
     return found

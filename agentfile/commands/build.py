@@ -62,7 +62,12 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     last = _last_run(layout) if options.retry_failed else None
     wanted = options.targets or (json.loads(last["run"]["requested"]) if last else [])
     names = selected(loaded, wanted)
-    _check_runnable(loaded, names)
+    try:
+        _check_runnable(loaded, names)
+    except UsageError as err:
+        if not options.dry_run:
+            raise
+        print(f"agentfile: {err} (a build would stop here)", file=sys.stderr)
     request = BuildRequest(
         loaded=loaded, names=names,
         jobs=_fit_descriptors(options.jobs or loaded.manifest.options.jobs
