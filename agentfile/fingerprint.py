@@ -99,6 +99,18 @@ def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[st
     return fresh
 
 
+def work_in_checkout(loaded: LoadedManifest,
+                      tips: Mapping[str, str]) -> Callable[[str], bool] | None:
+    """As the scheduler asks it: whether the checkout holds a target's merged work."""
+    if not tips:
+        return None
+    from agentfile.git import Git
+
+    git = Git(loaded.root)
+    head = git.head_commit()
+    return lambda name: name not in tips or git.is_ancestor(tips[name], head)
+
+
 def up_to_date(target: ConcreteTarget, current: str, recorded: str | None, *, force: bool,
                done_before: frozenset[str], deps_ran: bool, base: Path) -> bool:
     """SPEC 5.4: the recorded fingerprint is unchanged and the outputs exist; `-B` and

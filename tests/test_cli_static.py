@@ -227,3 +227,10 @@ def test_graph_dot_writes_names_as_they_are(repo: Path, agentfile_cli: Run) -> N
     dot = agentfile_cli("graph", "--format", "dot", cwd=repo)
     assert dot.code == 0, dot.err
     assert '"fan/é" [shape=' in dot.out and '"fan/say \\"hi\\"" [shape=' in dot.out
+
+
+def test_list_names_each_instance_in_its_description(repo: Path, agentfile_cli: Run) -> None:
+    (repo / "Agentfile").write_text('fix/{bug}:\n    foreach bug in ["b1", "b2"]\n'
+                                    '    description = "Fix {bug}"\n    run = "true"\n')
+    rows = json.loads(agentfile_cli("list", "--json", cwd=repo).out)
+    assert [r["description"] for r in rows] == ["Fix b1", "Fix b2"]

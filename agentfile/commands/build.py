@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -27,7 +27,7 @@ from agentfile.errors import (
     UsageError,
 )
 from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
-from agentfile.fingerprint import freshness
+from agentfile.fingerprint import freshness, work_in_checkout
 from agentfile.isolation.worktree import Worktrees
 from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
@@ -216,18 +216,6 @@ def _last_run(layout: Layout) -> dict[str, Any] | None:
         store.close()
 
 
-def _work_in_checkout(loaded: LoadedManifest,
-                      tips: Mapping[str, str]) -> Callable[[str], bool] | None:
-    """As the scheduler asks it: whether the checkout holds a target's merged work."""
-    if not tips:
-        return None
-    from agentfile.git import Git
-
-    git = Git(loaded.root)
-    head = git.head_commit()
-    return lambda name: name not in tips or git.is_ancestor(tips[name], head)
-
-
 def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
     """What would run, deciding up-to-date as a build would; starts and writes nothing."""
     store = open_store(layout.database, readonly=True)
@@ -238,7 +226,7 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
     loaded = request.loaded
     fresh = freshness(loaded, request.names, recorded, force=request.force,
                       done_before=request.done_before,
-                      in_checkout=_work_in_checkout(loaded, tips))
+                      in_checkout=work_in_checkout(loaded, tips))
     rows = []
     for name in request.names:
         target = loaded.graph.targets[name]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
-from agentfile.fingerprint import freshness
+from agentfile.fingerprint import freshness, work_in_checkout
 from agentfile.layout import Layout
+from agentfile.manifest.expand import substitute
 from agentfile.manifest.model import describe_isolation
 from agentfile.state import open_store
 
@@ -14,9 +15,11 @@ def list_targets(*, file: str | None, as_json: bool) -> int:
     loaded = load_manifest(file)
     store = open_store(Layout(loaded.root).database, readonly=True)
     recorded = store.fingerprints() if store else {}
+    tips = store.work_tips() if store else {}
     if store:
         store.close()
-    fresh = freshness(loaded, list(loaded.graph.order), recorded)
+    fresh = freshness(loaded, list(loaded.graph.order), recorded,
+                      in_checkout=work_in_checkout(loaded, tips))
     rows = [
         {
             "name": t.name,
@@ -25,7 +28,8 @@ def list_targets(*, file: str | None, as_json: bool) -> int:
             "isolation": describe_isolation(loaded.isolation_of(t)),
             "deps": list(t.deps),
             "up_to_date": fresh[t.name],
-            "description": t.definition.description or "",
+            # "Fix {bug}" names each instance's own bug.
+            "description": substitute(t.definition.description or "", t.bindings),
         }
         for t in loaded.targets
     ]
