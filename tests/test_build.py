@@ -700,3 +700,15 @@ def test_a_stem_s_results_are_its_instances_only(repo: Path, agentfile_cli: Run)
     assert agentfile_cli("build", cwd=repo).code == 0
     out = (repo / "out.txt").read_text()
     assert "R-a" in out and "R-b" in out and "R-migrate" not in out
+
+
+def test_a_locked_fan_out_goes_one_at_a_time_in_the_list_s_order(
+        repo: Path, agentfile_cli: Run) -> None:
+    """The ordered-migration example's pattern: `lines()` keeps the order, the lock makes it
+    one at a time, and the first failure stops the rest."""
+    (repo / "order.txt").write_text("c\na\nb\nz\n")
+    write(repo, 'm/{x}:\n    foreach x in lines("order.txt")\n    locks = ["in-order"]\n'
+          '    run = "echo {x} >> done.txt; sleep 0.1; test {x} != b"\n')
+    assert agentfile_cli("build", "-j4", cwd=repo).code == 1
+    assert (repo / "done.txt").read_text().split() == ["c", "a", "b"]
+    assert statuses(repo)["m/z"] == "blocked"

@@ -19,7 +19,8 @@ EXAMPLE_DIRS = sorted(p.parent for p in EXAMPLES.glob("*/Agentfile"))
 def test_every_pattern_has_an_example() -> None:
     names = {p.name for p in EXAMPLE_DIRS}
     assert {"feature-decomposition", "bugfix-swarm", "refactoring-pipeline",
-            "migration-fanout", "writer-reviewer", "dev-stack", "quickstart"} <= names
+            "migration-fanout", "writer-reviewer", "dev-stack", "quickstart",
+            "branch-per-task", "ordered-migration"} <= names
 
 
 @pytest.mark.parametrize("folder", EXAMPLE_DIRS, ids=lambda p: p.name)
