@@ -338,6 +338,8 @@ class Lines:
         self.fed = 0  # bytes so far: whether a read brought anything
 
     def feed(self, data: bytes) -> None:
+        if not data:  # a read that found nothing (EAGAIN): not an empty piece of a line
+            return
         self.fed += len(data)
         end = data.rfind(b"\n")
         if end < 0:

@@ -300,10 +300,14 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
         try:
             attempt, message = yield from _attempt(job, workspace, number, failure, session)
         except OSError as err:
-            # It could not even start (e.g. an argument over the kernel's 128 KiB): this
-            # attempt failed, the earlier ones stay as they were, and another would too.
+            # A step of it could not run (a command over the kernel's 128 KiB, a full disk):
+            # this attempt failed, with what it spent so far; the earlier ones stay as they
+            # were, and another attempt would fail the same way.
+            progress = job.progress
             result.attempts.append(Attempt(number, "failed", None, started, time.time(),
-                                           error=f"agentfile could not start it: {err}"))
+                                           cost_usd=progress.cost_usd,
+                                           tokens=progress.usage.tokens,
+                                           error=f"agentfile could not run it: {err}"))
             result.status = "failed"
             break
         result.attempts.append(attempt)

@@ -89,8 +89,13 @@ def spawn(argv: list[str] | None, command: str | list[str], cwd: Path,
     A direct `argv` whose program cannot be found or run falls back to the shell when
     `command` is a command line, which then says so and exits 127, as the shell would have.
     """
-    given = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else None
     read, write = os.pipe()
+    try:
+        given = os.open(stdin, os.O_RDONLY | os.O_CLOEXEC) if stdin is not None else None
+    except BaseException:
+        os.close(read)
+        os.close(write)
+        raise
     try:
         leader = _start(argv, command, cwd, env, _devnull() if given is None else given,
                         write)

@@ -600,7 +600,7 @@ def test_an_attempt_that_cannot_start_keeps_the_ones_before(repo: Path, isolatio
     assert db.execute("SELECT attempt, status, exit_code FROM attempts ORDER BY attempt"
                       ).fetchall() == [(1, "failed", 1), (2, "failed", None)]
     (detail,) = db.execute("SELECT detail FROM outcomes").fetchone()
-    assert detail == "agentfile could not start it: [Errno 7] Argument list too long"
+    assert detail == "agentfile could not run it: [Errno 7] Argument list too long"
 
 
 def test_a_target_that_ended_in_time_is_not_late_when_agentfile_is(repo: Path) -> None:
@@ -712,3 +712,18 @@ def test_a_locked_fan_out_goes_one_at_a_time_in_the_list_s_order(
     assert agentfile_cli("build", "-j4", cwd=repo).code == 1
     assert (repo / "done.txt").read_text().split() == ["c", "a", "b"]
     assert statuses(repo)["m/z"] == "blocked"
+
+
+def test_an_attempt_whose_verify_cannot_start_keeps_its_cost(repo: Path,
+                                                             agentfile_cli: Run) -> None:
+    (repo / "agent.sh").write_text(
+        "#!/bin/sh\necho '{\"cost_usd\": 1.5}' > \"$AGENTFILE_USAGE_FILE\"\n")
+    (repo / "agent.sh").chmod(0o755)
+    write(repo, 'agent bot: command\n    command = "./agent.sh"\n'
+          f'g:\n    agent = bot\n    isolation = none\n    prompt = "go"\n'
+          f'    verify = "true {"x" * 140_000}"\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 1
+    finished = next(e for e in events(repo) if e["event"] == "target_finished")
+    assert finished["cost_usd"] == 1.5
+    assert "could not run it" in str(finished["detail"])

@@ -351,3 +351,10 @@ def test_a_full_disk_is_said_plainly(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("agentfile: no space left on the disk") and \
         "internal error" not in done.stderr
+
+
+def test_a_background_child_adds_no_blank_line_to_the_log(repo: Path,
+                                                         agentfile_cli: Run) -> None:
+    write(repo, 't:\n    run = "sleep 3 & echo done"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    assert (run_dir(repo) / "logs" / "t.log").read_text().endswith("\ndone\n")
