@@ -107,8 +107,8 @@ def work_in_checkout(loaded: LoadedManifest,
     from agentfile.git import Git
 
     git = Git(loaded.root)
-    head = git.head_commit()
-    return lambda name: name not in tips or git.is_ancestor(tips[name], head)
+    unlanded = git.not_in(tips.values(), git.head_commit())
+    return lambda name: tips.get(name) not in unlanded
 
 
 def up_to_date(target: ConcreteTarget, current: str, recorded: str | None, *, force: bool,

@@ -9,7 +9,7 @@ making a merge never touches any work tree.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,17 @@ class Git:
         except GitCommandError:
             return False
         return True
+
+    def not_in(self, commits: Iterable[str], of: str) -> set[str]:
+        """The commits that `of` does not contain (one git call for all of them)."""
+        wanted = set(commits)
+        if not wanted:
+            return set()
+        try:
+            listed = set(str(self.cmd.rev_list(*sorted(wanted), f"^{of}")).split())
+        except GitCommandError:  # one of them is gone: ask one by one
+            return {c for c in wanted if not self.is_ancestor(c, of)}
+        return wanted & listed
 
     def merged_anywhere(self, branch: str) -> bool:
         """The branch's tip is contained in some other branch (its work is not lost)."""

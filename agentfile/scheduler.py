@@ -118,6 +118,7 @@ class Scheduler:
         self.remaining = g.remaining_path(self.graph, self.names, durations)
         self.recorded = store.fingerprints()
         self.work_tips = store.work_tips()
+        self.unlanded: set[str] | None = None  # the tips the user's branch lacks
         self.fingerprints: dict[str, str] = {}
         self.ready: list[tuple[tuple[float, float, int], str]] = []
         self.running: dict[str, Running] = {}
@@ -264,12 +265,15 @@ class Scheduler:
 
     def _work_in_checkout(self, name: str) -> bool:
         """A target whose merged work the user's branch does not hold (its build did not
-        land: a conflict elsewhere, `merge = manual` not yet merged) is not up to date:
-        running it again is what brings its work to the next landing."""
-        tip, worktrees = self.work_tips.get(name), self.request.worktrees
-        if tip is None or worktrees is None:
-            return True
-        return worktrees.git.is_ancestor(tip, worktrees.start_commit)  # False if it is gone
+        land: a conflict elsewhere, --no-merge) is not up to date: running it again is what
+        brings its work to the next landing."""
+        if self.unlanded is None:  # asked once, for every target (one git call)
+            worktrees = self.request.worktrees
+            self.unlanded = worktrees.git.not_in(self.work_tips.values(),
+                                                 worktrees.start_commit) \
+                if worktrees is not None and self.work_tips else set()
+        tip = self.work_tips.get(name)
+        return tip is None or tip not in self.unlanded
 
     def _start_what_fits(self) -> None:
         if self.outcome.stopped is not None:
@@ -491,7 +495,7 @@ class Scheduler:
                 self.store.forget_fingerprint(name)
             if result.merged_tip is not None and status == "succeeded":
                 self.store.record_work(name, result.merged_tip, self.run_id)
-            else:
+            elif name in self.work_tips:
                 self.store.forget_work(name)
             self._finish(name, status, result=result)
         if status not in SUCCESS:
@@ -556,7 +560,8 @@ class Scheduler:
             self.outcome.kept[work.branch] = f"{target.name}: conflict in {files}"
             self.outcome.conflicts.append(target.name)
             return "conflict"
-        result.merged_tip = tip
+        if mode == "auto":  # `manual` lands by hand, when the user chooses: not a reason to rerun
+            result.merged_tip = tip
         self.emit("merged", target=target.name, branch=work.branch,
                   into=worktrees.integration, commit=merged.commit)
         if not worktrees.keep:  # a kept worktree still has its branch checked out

@@ -408,3 +408,13 @@ def test_a_dry_run_works_without_the_agents_clis(repo: Path, agentfile_cli: Run)
     assert dry.code == 0 and "would run: a" in dry.out, dry.out + dry.err
     assert "a build would stop here" in dry.err
     assert agentfile_cli("build", cwd=repo, env=env).code == 2
+
+
+def test_merge_manual_work_is_up_to_date_until_its_definition_changes(
+        repo: Path, agentfile_cli: Run) -> None:
+    """`merge = manual` never lands by itself: the user lands it when they choose, so its
+    targets are not run again (and paid for again) in the meantime."""
+    commit_manifest(repo, "options:\n    merge = manual\n" + agent_target("g", "echo g > g.txt"))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    again = agentfile_cli("build", cwd=repo)
+    assert again.code == 0 and "up-to-date g" in again.out, again.out
