@@ -155,11 +155,11 @@ def _dep_aliases(job: Job, values: dict[str, str]) -> None:
                 values[key] = "\n".join(parts)
 
 
-def _expand(command: str, values: Mapping[str, str]) -> str:
+def _expand(command: str, values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
     """A command line with its placeholders filled in, each one literal word wherever it
-    stands; one without braces is itself."""
+    stands, and the variables that carry values; one without braces is itself."""
     if "{" not in command and "}" not in command:
-        return command
+        return command, {}
     return substitute_shell(command, values)
 
 
@@ -334,12 +334,13 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         _dep_aliases(job, values)
     definition = job.target.definition
     call = _call_agent(job, workspace, number, values, failure, session) if job.agent else None
+    carried: dict[str, str] = {}  # the placeholders' values the command reads
     if call is not None:
         command = call.command
     else:
         assert definition.run is not None
-        command = _expand(definition.run, values)
-    env = environment(job, workspace, call.env if call else {})
+        command, carried = _expand(definition.run, values)
+    env = environment(job, workspace, call.env if call else carried)
     for name in call.unset if call else ():
         env.pop(name, None)
 
@@ -447,7 +448,9 @@ def _clip(line: str) -> str:
 def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
             env: Mapping[str, str], deadline: float | None) -> Steps[tuple[str, str | None]]:
     assert job.target.definition.verify is not None
-    command = _expand(job.target.definition.verify, values)
+    command, carried = _expand(job.target.definition.verify, values)
+    if carried:
+        env = {**env, **carried}
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(None, command, label="verify"))
     job.progress.phase = "verifying"

@@ -589,8 +589,9 @@ def test_a_placeholder_reaches_the_shell_as_one_literal_word(value: str, context
 
     from agentfile.manifest.expand import substitute_shell
 
-    command = "printf %s " + substitute_shell(context, {"v": value})
-    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, timeout=10)
+    text, carried = substitute_shell(context, {"v": value})
+    done = subprocess.run(["/bin/sh", "-c", "printf %s " + text], capture_output=True,
+                          timeout=10, env={**os.environ, **carried})
     before, after = (part.replace('"', "").replace("'", "") for part in context.split("{v}"))
     # $( ) drops the trailing newlines of what it runs, as the shell always does.
     expected = value.rstrip("\n") if context.startswith('"$(') else before + value + after
@@ -611,3 +612,25 @@ def test_a_many_line_string_converts_to_an_agentfile_and_back(lines: list[str],
            "targets": {"t": {"agent": "x", "prompt": prompt}}}
     loaded = load_ok("Agentfile", to_agentfile(doc))
     assert loaded.manifest.targets["t"].prompt == prompt
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=st.text(alphabet=st.sampled_from(list("ab $`'\"\\();#\n")), max_size=10),
+       template=st.sampled_from([
+           "# don't worry\nprintf %s {v}", '# say "hi\nprintf %s {v}', "x=1 # a 'note\necho {v}",
+           "cat <<EOF\nDon't {v}\nEOF\necho {v}", "cat <<'EOF'\n{v}\nEOF", '"${X:-{v}}"',
+           "echo \"$(case x in x) echo {v};; esac)\"", "echo `echo {v}`", "echo '{v}\" {v}",
+           "echo \"{v}' {v}"]))
+def test_a_value_never_runs_as_code_whatever_the_template(value: str, template: str) -> None:
+    """However the template quotes, comments or here-documents around a placeholder (and
+    however that is misread), the value is never parsed by the shell."""
+    import subprocess
+
+    from agentfile.manifest.expand import substitute_shell
+
+    with tempfile.TemporaryDirectory() as folder:
+        marker = Path(folder) / "PWNED"
+        text, carried = substitute_shell(template, {"v": value + f"$(touch {marker})"})
+        subprocess.run(["/bin/sh", "-c", text], capture_output=True, timeout=10, cwd=folder,
+                       env={**os.environ, **carried})
+        assert not marker.exists(), (template, value, text)

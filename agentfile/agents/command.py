@@ -20,7 +20,8 @@ class CommandProvider:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         assert request.agent.command is not None  # checked when the manifest is loaded
-        return AgentCommand(substitute_shell(request.agent.command, request.placeholders))
+        command, carried = substitute_shell(request.agent.command, request.placeholders)
+        return AgentCommand(command, carried)
 
     def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
         return None

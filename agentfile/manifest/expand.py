@@ -7,10 +7,10 @@ value. `{…}` placeholders are only checked here; they expand when a target run
 
 from __future__ import annotations
 
+import functools
 import glob as globlib
 import os
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,31 +155,63 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(one, text)
 
 
-def substitute_shell(command: str, values: Mapping[str, str]) -> str:
-    """`substitute` for a shell command line: each value becomes one literal word wherever
-    the placeholder stands, outside quotes, inside '…' or inside "…" (SPEC 2.3: a file named
-    `$(rm -rf ~).py` is a name, not a command). Inside quotes the value is spliced in by
-    closing them around its own quoting: `"{f}"` becomes `""'…'""`."""
+# A value made only of these is the same text in any shell context (quoted or not, in a
+# comment or a here-document): it is written as it is, so that commands and logs read plainly.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_./,:=@%+-]+")
+
+
+def substitute_shell(command: str,
+                     values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """`substitute` for a shell command line (SPEC 2.3: a file named `$(rm -rf ~).py` is a
+    name, not a command): the command, and the environment variables it reads.
+
+    A plain value is written as it is. Any other reaches the shell through a variable of its
+    own, `AGENTFILE_VALUE_N`, written `"$V"`, `${V}` inside "…", `'"$V"'` inside '…': the shell
+    never parses the value itself, so however the command around it is quoted (or misread
+    here: comments, here-documents), the value cannot run as code."""
     out: list[str] = []
+    env: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for literal, name, context in _shell_template(command):
+        out.append(literal)
+        if name is None:
+            continue
+        if name not in values:
+            out.append(f"{{{name}}}")
+            continue
+        value = values[name]
+        if _PLAIN_VALUE.fullmatch(value):
+            out.append(value)
+            continue
+        var = names.setdefault(name, f"AGENTFILE_VALUE_{len(names)}")
+        env[var] = value
+        out.append(f"'\"${var}\"'" if context == "'" else
+                   f"${{{var}}}" if context == '"' else f'"${var}"')
+    return "".join(out), env
+
+
+@functools.lru_cache(maxsize=1024)  # a template is read once, however many targets use it
+def _shell_template(command: str) -> tuple[tuple[str, str | None, str], ...]:
+    """A command line as (literal text, placeholder or None, the quoting it stands in)."""
+    parts: list[tuple[str, str | None, str]] = []
     stack: list[str] = []  # the quoting we are inside: ' " $( `
     last = 0
     for match in _PLACEHOLDER.finditer(command):
         _track_quotes(command[last:match.start()], stack)
-        out.append(command[last:match.start()])
+        literal = command[last:match.start()]
         last = match.end()
         name = match.group(1)
-        if name is None or name not in values:
-            out.append(match.group(0)[0] if name is None else match.group(0))
-            continue
-        word = shlex.quote(values[name])
-        inside = stack[-1] if stack else ""
-        out.append(f"{inside}{word}{inside}" if inside in ("'", '"') else word)
-    out.append(command[last:])
-    return "".join(out)
+        if name is None:  # {{ or }}: a literal brace
+            parts.append((literal + match.group(0)[0], None, ""))
+        else:
+            parts.append((literal, name, stack[-1] if stack else ""))
+    parts.append((command[last:], None, ""))
+    return tuple(parts)
 
 
 def _track_quotes(text: str, stack: list[str]) -> None:
-    """Follow the shell's quoting through `text`, from the state in `stack`."""
+    """Follow the shell's quoting through `text`, from the state in `stack` (a guess is
+    enough: a value never reaches the shell as code, however this reads it)."""
     index = 0
     while index < len(text):
         char = text[index]
@@ -196,6 +228,11 @@ def _track_quotes(text: str, stack: list[str]) -> None:
             index += 1
         elif char == "`":
             stack.append("`")
+        elif top in ("", "$(", "`") and char == "#" and (index == 0 or text[index - 1] in
+                                                         " \t\n;&|("):
+            end = text.find("\n", index)  # a comment: its quotes are not quotes
+            index = len(text) if end < 0 else end
+            continue
         elif top in ("", "$(", "`") and char in ("'", '"'):
             stack.append(char)
         elif top == "$(" and char == ")":
