@@ -360,14 +360,16 @@ def test_an_up_to_date_dependency_s_diff_still_reaches_the_reviewer(
 
 def test_a_run_target_after_agents_work_sees_it(repo: Path, agentfile_cli: Run) -> None:
     """`final: a b` runs on a and b's merged work in the first build (it used to run in the
-    user's checkout, which holds that work only once the build lands); a run target with
-    no such dependency stays in the checkout."""
+    user's checkout, which holds that work only once the build lands), as a check: what it
+    leaves there (a report) is not kept. A run target with no such dependency stays in the
+    checkout."""
     commit_manifest(repo, agent_target("a", "echo A > a.txt") + agent_target("b", "echo B > b.txt")
-                    + "final: a b\n    run = \"cat a.txt b.txt > both.txt\"\n"
+                    + "final: a b\n    run = \"cat a.txt b.txt > coverage.txt\"\n"
                     + "alone:\n    run = \"pwd > where.txt\"\n")
     result = agentfile_cli("build", cwd=repo)
-    assert result.code == 0, result.out + result.err
-    assert (repo / "both.txt").read_text() == "A\nB\n"  # made on the merged work, landed
+    assert result.code == 0, result.out + result.err  # cat found both files
+    assert (repo / "a.txt").exists() and not (repo / "coverage.txt").exists()
+    assert "coverage.txt" not in git(repo, "log", "--stat", "--format=")
     assert (repo / "where.txt").read_text().strip() == str(repo.resolve())
     events = [json.loads(x) for x in (_last_run(repo) / "events.jsonl").read_text().splitlines()]
     where = {e["target"]: e["isolation"] for e in events if e["event"] == "target_started"}

@@ -68,10 +68,13 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         if not options.dry_run:
             raise
         print(f"agentfile: {err} (a build would stop here)", file=sys.stderr)
+    jobs = options.jobs or loaded.manifest.options.jobs or os.cpu_count() or 1
+    if not options.dry_run:  # -n starts nothing: it needs no descriptors
+        jobs = _fit_descriptors(jobs, tmux=options.tmux or any(
+            loaded.in_tmux(loaded.graph.targets[n]) for n in names))
     request = BuildRequest(
         loaded=loaded, names=names,
-        jobs=_fit_descriptors(options.jobs or loaded.manifest.options.jobs
-                              or os.cpu_count() or 1),
+        jobs=jobs,
         keep_going=options.keep_going, force=options.force,
         done_before=frozenset(last["succeeded"]) if last else frozenset(),
         budget_usd=_budget_usd(loaded, options.budget),
@@ -270,12 +273,14 @@ def _signals(scheduler: Scheduler) -> Iterator[None]:
 # watch it), and what agentfile holds besides (state, events, lock, Python's own).
 FILES_PER_JOB = 4
 FILES_BESIDES = 64
+SELECT_LIMIT = 1024  # FD_SETSIZE: select(2) takes no descriptor at or past it
 
 
-def _fit_descriptors(jobs: int) -> int:
+def _fit_descriptors(jobs: int, *, tmux: bool) -> int:
     """`jobs`, when this process may open enough files for them (raising its soft limit
     toward the hard one, as far as needed), else as many as fit, said once: past the limit
-    targets would fail with "Too many open files" instead of waiting for a slot."""
+    targets would fail with "Too many open files" instead of waiting for a slot. With tmux
+    windows, never past select(2)'s 1024, which the tmux watcher uses."""
     import resource
 
     need = jobs * FILES_PER_JOB + FILES_BESIDES
@@ -283,6 +288,8 @@ def _fit_descriptors(jobs: int) -> int:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return jobs
     ceiling = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if tmux:
+        ceiling = max(min(ceiling, SELECT_LIMIT), soft)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
         soft = ceiling

@@ -74,7 +74,9 @@ class Places:
             result = run_target(job, workspace)
         finally:
             # Runs on every end, Ctrl-C included: what the agent did is committed first.
-            result.work = self.worktrees.finish(workspace, job.target, result.status)
+            result.work = self.worktrees.finish(
+                workspace, job.target, result.status,
+                keep=not self.loaded.checks_merged_work(job.target))
             result.diff = workspace.diff
         return result
 

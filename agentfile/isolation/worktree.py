@@ -76,14 +76,18 @@ class Worktrees:
                 shutil.copy2(source, path / name)
         return Workspace(path=path, mode="worktree", detail=branch, base=base)
 
-    def finish(self, workspace: Workspace, target: ConcreteTarget, status: str) -> WorktreeWork:
-        """Commit what the target left (nothing is lost), note its diff, remove the worktree."""
+    def finish(self, workspace: Workspace, target: ConcreteTarget, status: str, *,
+               keep: bool = True) -> WorktreeWork:
+        """Commit what the target left (nothing is lost), note its diff, remove the worktree.
+        `keep=False`: a check on the merged work (a run target after agents' work, by
+        default): what it left uncommitted (reports, caches) is not its work and goes."""
         assert workspace.detail is not None and workspace.base is not None
         branch = workspace.detail
         wip = status != "succeeded"
         message = (f"agentfile: {target.name} (run {self.run_id})" if not wip else
                    f"agentfile: work in progress of {target.name} ({status}, run {self.run_id})")
-        self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
+        if keep:
+            self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
         tip = self.git.keep_head_on(workspace.path, branch)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
         if not self.keep:

@@ -55,6 +55,11 @@ class LoadedManifest:
             return None, None
         return name, self.manifest.agents.get(name) or Agent.model_validate({"provider": name})
 
+    def checks_merged_work(self, target: ConcreteTarget) -> bool:
+        """A run target in a worktree only by default, because it comes after agents' work
+        (`test: migrate`): a check on that work, whose leftovers are not kept."""
+        return target.definition.isolation is None and target.name in self.after_merged_work
+
     def in_tmux(self, target: ConcreteTarget) -> bool:
         """Whether the target runs in a tmux window: its own `terminal`, else the options'."""
         return target.kind != "group" and (
@@ -62,9 +67,9 @@ class LoadedManifest:
 
     def isolation_of(self, target: ConcreteTarget) -> str | DirRef:
         """Agent targets default to `options.isolation` (else worktree), others to none; but
-        a run target that depends, at any depth, on a worktree or branch target's work
-        defaults to worktree too: it must see that work, which reaches the user's checkout
-        only when the build lands (SPEC 6.1)."""
+        a run target that comes after a worktree or branch target's work (through
+        dependencies that, like it, chose no isolation) defaults to worktree too: it must see
+        that work, which reaches the user's checkout only when the build lands (SPEC 6.1)."""
         if target.definition.isolation is not None:
             return target.definition.isolation
         if target.kind == "agent":
