@@ -430,8 +430,9 @@ class Started:
         if cancel is not None and cancel.is_set():
             return "interrupted"
         deadline = self.launch.deadline
-        # One that exited in time is not late, however late agentfile looks (it may have
-        # been stopped itself, or busy): only its output is left to read.
+        # One that has exited by the time agentfile looks is not stopped as late: agentfile
+        # may have been stopped itself, or busy, past a deadline the target met; only its
+        # output is left to read.
         if deadline is not None and now >= deadline and not self.poll(now):
             return "timeout"
         return None
@@ -495,7 +496,7 @@ class Started:
         self.leader.wait()
         _reap(known)
         self._drain()
-        error = self.sink.error if isinstance(self.sink, LogFile) else None
+        error = self.sink.error
         return Outcome(self.leader.returncode, stopped, time.monotonic() - self.begun,
                        self.tail, log_error=error.strerror or str(error) if error else None)
 

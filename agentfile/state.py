@@ -365,7 +365,9 @@ def _readonly_uri(path: Path) -> str:
     """Where to read the database without writing anything beside it. With no write-ahead log
     there is no writer (the last connection folds the log back in and deletes it): the file
     is read as it is, since a plain read-only open would create the log and its index (`-n`
-    writes nothing). A writer's log is read too, through the index it keeps."""
+    writes nothing). A writer's log is read too, through the index it keeps. A build that
+    starts during such a read writes to its own log, not the file, until a checkpoint: the
+    readers here are short (one query or a few), so they do not meet one."""
     uri = path.absolute().as_uri() + "?mode=ro"
     if not path.with_name(path.name + "-wal").exists():
         uri += "&immutable=1"
