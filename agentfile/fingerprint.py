@@ -11,10 +11,14 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, FileRef
+
+if TYPE_CHECKING:  # GitPython loads only when a build has merged work to ask about
+    from agentfile.git import Git
 
 # One encoder for every fingerprint (json.dumps with options builds one per call); the text it
 # writes is json.dumps(payload, sort_keys=True, separators=(",", ":")), as before.
@@ -99,16 +103,22 @@ def freshness(loaded: LoadedManifest, names: Sequence[str], recorded: Mapping[st
     return fresh
 
 
+def landed(tips: Mapping[str, str], git: Git, commit: str) -> Callable[[str], bool]:
+    """Whether `commit` holds each target's merged work (its recorded tip): one git call
+    for every target."""
+    unlanded = git.not_in(tips.values(), commit)
+    return lambda name: tips.get(name) not in unlanded
+
+
 def work_in_checkout(loaded: LoadedManifest,
-                      tips: Mapping[str, str]) -> Callable[[str], bool] | None:
-    """As the scheduler asks it: whether the checkout holds a target's merged work."""
+                     tips: Mapping[str, str]) -> Callable[[str], bool] | None:
+    """`landed` against the checkout's HEAD (for `-n` and `list`); None with no tips."""
     if not tips:
         return None
     from agentfile.git import Git
 
     git = Git(loaded.root)
-    unlanded = git.not_in(tips.values(), git.head_commit())
-    return lambda name: tips.get(name) not in unlanded
+    return landed(tips, git, git.head_commit())
 
 
 def up_to_date(target: ConcreteTarget, current: str, recorded: str | None, *, force: bool,

@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from agentfile import graph as g
 from agentfile.errors import UsageError
 from agentfile.events import SUCCESS, Reporter, make_event
-from agentfile.fingerprint import fingerprint, up_to_date
+from agentfile.fingerprint import fingerprint, landed, up_to_date
 from agentfile.isolation import directory
 from agentfile.isolation.place import Places
 from agentfile.isolation.worktree import Worktrees
@@ -118,7 +118,7 @@ class Scheduler:
         self.remaining = g.remaining_path(self.graph, self.names, durations)
         self.recorded = store.fingerprints()
         self.work_tips = store.work_tips()
-        self.unlanded: set[str] | None = None  # the tips the user's branch lacks
+        self.landed: Callable[[str], bool] | None = None  # the user's branch holds it
         self.fingerprints: dict[str, str] = {}
         self.ready: list[tuple[tuple[float, float, int], str]] = []
         self.running: dict[str, Running] = {}
@@ -267,13 +267,12 @@ class Scheduler:
         """A target whose merged work the user's branch does not hold (its build did not
         land: a conflict elsewhere, --no-merge) is not up to date: running it again is what
         brings its work to the next landing."""
-        if self.unlanded is None:  # asked once, for every target (one git call)
-            worktrees = self.request.worktrees
-            self.unlanded = worktrees.git.not_in(self.work_tips.values(),
-                                                 worktrees.start_commit) \
-                if worktrees is not None and self.work_tips else set()
-        tip = self.work_tips.get(name)
-        return tip is None or tip not in self.unlanded
+        worktrees = self.request.worktrees
+        if not self.work_tips or worktrees is None:
+            return True
+        if self.landed is None:  # asked once, for every target
+            self.landed = landed(self.work_tips, worktrees.git, worktrees.start_commit)
+        return self.landed(name)
 
     def _start_what_fits(self) -> None:
         if self.outcome.stopped is not None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DATA, Run, git, installed_cli
+from conftest import DATA, Result, Run, git, installed_cli
 from standin.openai import OpenAIStandin, add_file_patch, apply_patch_call, codex_config, error
 from standin.openai import message as reply
 
@@ -155,19 +155,27 @@ def codex_env(server: OpenAIStandin, binary: str, home: Path) -> dict[str, str]:
             "STANDIN_API_KEY": "sk-standin", "AGENTFILE_CODEX": binary}
 
 
-def test_real_codex_writes_in_a_worktree_and_it_lands(repo: Path, agentfile_cli: Run,
-                                                     codex_binary: str,
-                                                     codex_home: Path) -> None:
+def codex_writes_hello(repo: Path, agentfile_cli: Run, binary: str, home: Path,
+                       manifest: str) -> tuple[Result, bytes]:
+    """`agentfile build` of `manifest` (committed), the real codex against a stand-in that
+    has it create hello.txt; the result and every request body the stand-in received."""
     script = [apply_patch_call(add_file_patch("hello.txt", "hello from codex\n")),
               reply("Created hello.txt.")]
     with OpenAIStandin(script) as server:
-        (repo / "Agentfile").write_text(
-            "agent gpt: codex\n    price = $1/Mtok in, $10/Mtok out\n"
-            'hello:\n    agent = gpt\n    prompt = "Create hello.txt"\n')
-        git(repo, "add", "Agentfile")
+        (repo / "Agentfile").write_text(manifest)
+        git(repo, "add", "-A")
         git(repo, "commit", "-qm", "manifest")
-        result = agentfile_cli("build", cwd=repo,
-                               env=codex_env(server, codex_binary, codex_home))
+        result = agentfile_cli("build", cwd=repo, env=codex_env(server, binary, home))
+        sent = b"".join(r.body for r in server.requests)
+    return result, sent
+
+
+def test_real_codex_writes_in_a_worktree_and_it_lands(repo: Path, agentfile_cli: Run,
+                                                     codex_binary: str,
+                                                     codex_home: Path) -> None:
+    result, _ = codex_writes_hello(repo, agentfile_cli, codex_binary, codex_home,
+                                   "agent gpt: codex\n    price = $1/Mtok in, $10/Mtok out\n"
+                                   'hello:\n    agent = gpt\n    prompt = "Create hello.txt"\n')
     assert result.code == 0, result.out + result.err
     assert (repo / "hello.txt").read_text() == "hello from codex\n"
     runs = sorted((repo / ".agentfile" / "runs").iterdir())
@@ -179,19 +187,11 @@ def test_real_codex_writes_in_a_worktree_and_it_lands(repo: Path, agentfile_cli:
 
 def test_real_codex_reads_a_prompt_too_long_for_an_argument_on_stdin(
         repo: Path, agentfile_cli: Run, codex_binary: str, codex_home: Path) -> None:
-    script = [apply_patch_call(add_file_patch("hello.txt", "hello from codex\n")),
-              reply("Created hello.txt.")]
     (repo / "big.txt").write_text("x" * 150_000 + "\nEND-OF-CONTEXT\n")
-    with OpenAIStandin(script) as server:
-        (repo / "Agentfile").write_text(
-            "agent gpt: codex\n"
-            'hello:\n    agent = gpt\n    context = ["big.txt"]\n'
-            '    prompt = "Create hello.txt"\n')
-        git(repo, "add", "-A")
-        git(repo, "commit", "-qm", "manifest")
-        result = agentfile_cli("build", cwd=repo,
-                               env=codex_env(server, codex_binary, codex_home))
-        sent = b"".join(r.body for r in server.requests)
+    result, sent = codex_writes_hello(repo, agentfile_cli, codex_binary, codex_home,
+                                      "agent gpt: codex\n"
+                                      'hello:\n    agent = gpt\n    context = ["big.txt"]\n'
+                                      '    prompt = "Create hello.txt"\n')
     assert result.code == 0, result.out + result.err
     assert (repo / "hello.txt").read_text() == "hello from codex\n"
     assert b"END-OF-CONTEXT" in sent and b"Create hello.txt" in sent

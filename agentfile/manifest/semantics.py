@@ -4,6 +4,7 @@ the repository, placeholders that must mean something, and fan-out into concrete
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -162,8 +163,12 @@ class Checker:
         """Whether `name` may be an instance of a fan-out the target depends on by its stem
         (`big/p` of `big`, for `big/{x}`): which instances there are is known only after
         fan-out, where a name that is none of them reads as empty."""
-        stems = {fanout_stem(t) for t in self.manifest.targets}
-        return any(name.startswith(f"{d}/") and d in stems for d in deps)
+        return any(name.startswith(f"{d}/") and d in self.stems for d in deps)
+
+    @functools.cached_property
+    def stems(self) -> set[str | None]:
+        """The names that stand for all of a fan-out's instances."""
+        return {fanout_stem(t) for t in self.manifest.targets}
 
     def check_isolation(self, isolation: object, path: KeyPath) -> None:
         if isinstance(isolation, DirRef):
