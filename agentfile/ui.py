@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from agentfile.events import SUCCESS, Event
+from agentfile.records.events import SUCCESS, Event
 
 if TYPE_CHECKING:
     from rich.console import Console, Group

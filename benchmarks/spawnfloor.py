@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-AGENTFILE_IMPORTS = "import agentfile.commands.build, agentfile.scheduler"
+AGENTFILE_IMPORTS = "import agentfile.commands.build, agentfile.run.scheduler"
 
 
 def bare_loop(count: int, jobs: int) -> float:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from agentfile.runner import Progress
-from agentfile.throttle import Limits, Monitor
+from agentfile.run.runner import Progress
+from agentfile.run.throttle import Limits, Monitor
 
 ALLOCATE = "{python} -c \\\"import time; x = b'1' * ({mib} * 2**20); time.sleep({secs})\\\""
 

@@ -40,10 +40,10 @@ import git as gitpython
 
 from agentfile.git import Git
 from agentfile.isolation.worktree import Worktrees
-from agentfile.layout import Layout
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import load
-from agentfile.state import Store
+from agentfile.records.layout import Layout
+from agentfile.records.state import Store
 
 GOAL = 1.2
 AGENTFILE = 'a:\n    run = "true"\n    isolation = worktree\n'

@@ -230,8 +230,8 @@ def test_each_cli_takes_a_long_prompt_on_stdin_and_a_short_one_as_an_argument(
 
 
 def test_a_tmux_pane_reads_the_given_stdin(tmp_path: Path) -> None:
-    from agentfile import process
     from agentfile.isolation.tmux import _launcher
+    from agentfile.run import process
 
     prompt = tmp_path / "prompt.md"
     launch = process.Launch(["cli"], tmp_path, {}, stdin=prompt)

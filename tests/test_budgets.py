@@ -126,7 +126,7 @@ def test_the_daily_budget_holds_across_builds_running_at_once(
             env={**os.environ, "NO_COLOR": "1"}))
     codes = [p.wait(timeout=120) for p in procs]
     assert codes == [3, 3]
-    from agentfile.ledger import Ledger
+    from agentfile.records.ledger import Ledger
 
     ledger = Ledger(agentfile_home / "ledger.sqlite")
     try:

@@ -377,7 +377,7 @@ def test_a_reader_asking_who_holds_the_lock_never_refuses_a_build(tmp_path: Path
     import fcntl
     import threading
 
-    from agentfile import runlock
+    from agentfile.records import runlock
 
     lock = tmp_path / "build.lock"
     lock.write_text("")
@@ -586,7 +586,7 @@ def test_an_attempt_that_cannot_start_keeps_the_ones_before(repo: Path, isolatio
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "manifest"], cwd=repo, check=True)
     done = patched_agentfile(repo, "import errno\n"
-                                   "from agentfile import process\n"
+                                   "from agentfile.run import process\n"
                                    "real = process.Started.__init__\n"
                                    "calls = []\n"
                                    "def start(self, *args, **kwargs):\n"

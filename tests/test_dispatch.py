@@ -24,7 +24,7 @@ import psutil
 import pytest
 from conftest import Run, patched_agentfile
 
-from agentfile import process, reactor
+from agentfile.run import process, reactor
 
 
 def write(repo: Path, text: str) -> None:
@@ -240,7 +240,7 @@ def test_the_board_says_stopping_and_suspended_before_the_phase() -> None:
     from typing import cast
 
     from agentfile.commands.build import _state
-    from agentfile.scheduler import Running
+    from agentfile.run.scheduler import Running
 
     cancel = threading.Event()
     running = cast(Running, SimpleNamespace(
@@ -331,7 +331,7 @@ def test_a_failure_s_detail_keeps_the_end_of_each_overlong_line(
 def test_a_log_that_cannot_be_written_fails_the_target_not_the_build(tmp_path: Path) -> None:
     """A full disk under a target's log: the target runs to its end, and ends `failed` with
     the reason; nothing escapes to stop the build."""
-    from agentfile.runner import _status
+    from agentfile.run.runner import _status
 
     launch = process.Launch("echo one; echo two", tmp_path, dict(os.environ))
     outcome = process.run(launch, log=Path("/dev/full"))

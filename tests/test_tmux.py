@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agentfile import process
+from agentfile.run import process
 
 if shutil.which("tmux") is None:
     pytest.skip("tmux is not installed", allow_module_level=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from agentfile import agents, process, ui
+from agentfile import agents, ui
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.commands.plan import selected
 from agentfile.errors import (
@@ -26,17 +26,26 @@ from agentfile.errors import (
     EXIT_OK,
     UsageError,
 )
-from agentfile.events import STATUSES, SUCCESS, EventLog, Fanout, JsonLines, Reporter, make_event
 from agentfile.fingerprint import freshness, work_in_checkout
 from agentfile.isolation.worktree import Worktrees
-from agentfile.layout import Layout, RunFiles, new_run_id
 from agentfile.manifest.load import LoadedManifest
 from agentfile.quantities import parse_percent
-from agentfile.runlock import build_lock
-from agentfile.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
+from agentfile.records.events import (
+    STATUSES,
+    SUCCESS,
+    EventLog,
+    Fanout,
+    JsonLines,
+    Reporter,
+    make_event,
+)
+from agentfile.records.layout import Layout, RunFiles, new_run_id
+from agentfile.records.runlock import build_lock
+from agentfile.records.state import Store, open_store
+from agentfile.run import process
+from agentfile.run.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
+from agentfile.run.throttle import Limits
 from agentfile.secrets import configure as configure_secrets
-from agentfile.state import Store, open_store
-from agentfile.throttle import Limits
 
 
 @dataclass
@@ -96,7 +105,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
             request.no_merge = options.no_merge
             request.all_in_tmux = options.tmux
             if any(loaded.graph.targets[n].kind == "agent" for n in names):
-                from agentfile.ledger import Ledger
+                from agentfile.records.ledger import Ledger
 
                 request.ledger = Ledger()
             configure_secrets(_environment_of(loaded))

@@ -16,9 +16,9 @@ from pathlib import Path
 from agentfile.commands.history import layout_for
 from agentfile.errors import EXIT_OK, UsageError
 from agentfile.git import Git
-from agentfile.layout import Layout
-from agentfile.runlock import holder
-from agentfile.state import Store, open_store
+from agentfile.records.layout import Layout
+from agentfile.records.runlock import holder
+from agentfile.records.state import Store, open_store
 
 
 @dataclass

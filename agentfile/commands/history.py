@@ -12,11 +12,11 @@ from typing import Any
 from agentfile import ui
 from agentfile.commands.common import print_json
 from agentfile.errors import EXIT_OK, UsageError
-from agentfile.events import read_events
-from agentfile.layout import Layout, RunFiles
 from agentfile.manifest.locate import manifest_path, repository_root
-from agentfile.runlock import holder
-from agentfile.state import Store, open_store
+from agentfile.records.events import read_events
+from agentfile.records.layout import Layout, RunFiles
+from agentfile.records.runlock import holder
+from agentfile.records.state import Store, open_store
 
 FOLLOW_POLL_SECONDS = 0.2
 

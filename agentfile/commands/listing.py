@@ -5,10 +5,10 @@ from __future__ import annotations
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
 from agentfile.fingerprint import freshness, work_in_checkout
-from agentfile.layout import Layout
 from agentfile.manifest.expand import substitute
 from agentfile.manifest.model import describe_isolation
-from agentfile.state import open_store
+from agentfile.records.layout import Layout
+from agentfile.records.state import open_store
 
 
 def list_targets(*, file: str | None, as_json: bool) -> int:

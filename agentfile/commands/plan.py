@@ -7,9 +7,9 @@ import os
 from agentfile import graph as g
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
-from agentfile.layout import Layout
 from agentfile.manifest.load import LoadedManifest
-from agentfile.state import open_store
+from agentfile.records.layout import Layout
+from agentfile.records.state import open_store
 
 
 def selected(loaded: LoadedManifest, targets: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 from agentfile import ui
 from agentfile.commands.common import print_json
 from agentfile.errors import EXIT_OK
-from agentfile.ledger import Ledger, home
+from agentfile.records.ledger import Ledger, home
 
 
 def stats(*, by: str, as_json: bool) -> int:

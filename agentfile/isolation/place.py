@@ -16,8 +16,8 @@ from agentfile.isolation import branch, directory, none_workspace
 from agentfile.isolation.worktree import Worktrees
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
-from agentfile.process import Steps
-from agentfile.runner import Job, TargetResult, run_target, target_steps
+from agentfile.run.process import Steps
+from agentfile.run.runner import Job, TargetResult, run_target, target_steps
 
 if TYPE_CHECKING:
     from agentfile.git import Git

@@ -26,8 +26,8 @@ import libtmux
 import psutil
 from libtmux.common import tmux_cmd
 
-from agentfile import process
 from agentfile.errors import AgentfileError
+from agentfile.run import process
 
 POLL_SECONDS = 0.05  # 20 Hz at most; output and the exit (a pidfd) wake the loop at once
 MIRROR_BACKLOG = 1 << 20  # output the pane's terminal has not taken yet, at most

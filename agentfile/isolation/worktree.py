@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentfile.isolation.base import Workspace
-from agentfile.layout import Layout, flat_path, ref_safe
 from agentfile.manifest.expand import ConcreteTarget
-from agentfile.state import Store
+from agentfile.records.layout import Layout, flat_path, ref_safe
+from agentfile.records.state import Store
 
 if TYPE_CHECKING:  # GitPython loads only when a build uses worktrees
     from agentfile.git import Git

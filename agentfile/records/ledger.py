@@ -16,7 +16,7 @@ from typing import Any
 import platformdirs
 
 from agentfile.errors import UsageError
-from agentfile.state import damaged_is_an_error
+from agentfile.records.state import damaged_is_an_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (

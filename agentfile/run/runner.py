@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from agentfile import process
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Provider, Usage
 from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute, substitute_shell
 from agentfile.manifest.model import Agent, Budget, FileRef
-from agentfile.process import Steps
+from agentfile.run import process
+from agentfile.run.process import Steps
 from agentfile.secrets import redactor
 
 if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import psutil
 
-from agentfile import process
+from agentfile.run import process
 
 SAMPLE_SECONDS = 0.25
 # Set by tests: a JSON file standing in for the machine ({"memory_percent", "available",

@@ -24,8 +24,8 @@ from typing import Protocol, TypeVar
 
 import psutil
 
+from agentfile.run.spawn import Leader, spawn
 from agentfile.secrets import redactor
-from agentfile.spawn import Leader, spawn
 
 T = TypeVar("T")
 GRACE_SECONDS = 2.0

@@ -25,8 +25,8 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from agentfile import process
-from agentfile.process import Steps
+from agentfile.run import process
+from agentfile.run.process import Steps
 
 CHECK_SECONDS = 0.05  # cancel and deadlines are looked at this often, as process.run does
 WATCH_SECONDS = 0.1  # a target's watch (its budgets) is asked this often

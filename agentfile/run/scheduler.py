@@ -25,25 +25,25 @@ from typing import TYPE_CHECKING
 
 from agentfile import graph as g
 from agentfile.errors import UsageError
-from agentfile.events import SUCCESS, Reporter, make_event
 from agentfile.fingerprint import fingerprint, landed, up_to_date
 from agentfile.isolation import directory
 from agentfile.isolation.place import Places
 from agentfile.isolation.worktree import Worktrees
-from agentfile.layout import RunFiles
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
-from agentfile.reactor import Reactor, available
-from agentfile.runner import Job, Progress, TargetResult
+from agentfile.records.events import SUCCESS, Reporter, make_event
+from agentfile.records.layout import RunFiles
+from agentfile.records.state import OutcomeRow, Store
+from agentfile.run.reactor import Reactor, available
+from agentfile.run.runner import Job, Progress, TargetResult
+from agentfile.run.throttle import Limits, Monitor
 from agentfile.secrets import redactor
-from agentfile.state import OutcomeRow, Store
-from agentfile.throttle import Limits, Monitor
 
 if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
     from agentfile.git import Git
     from agentfile.isolation.tmux import TmuxSession
-    from agentfile.ledger import Ledger
+    from agentfile.records.ledger import Ledger
 
 TICK_SECONDS = 0.1
 FLUSH_SECONDS = 0.1  # events and state rows reach their files at least this often
