@@ -4,9 +4,8 @@ Targets become ready when their dependencies are done (counters, not rescans, so
 build costs no more per target than a 20-target one). Among ready targets, higher priority
 first, then the longer remaining path (weighted by earlier runs' durations), then file order.
 Admission checks job slots, locks, `exclusive`, the agent's `max_parallel` and the budgets.
-Only this loop writes state and emits events. Targets run in their places (isolation/place.py):
-a plain command in the user's checkout as steps in the reactor, in this thread; the others in
-worker threads, which report back through a queue and wake the loop. It keeps merging and
+Only this loop writes state and emits events. Targets run through an executor (run/executors/):
+on this machine, or on a cluster; which one is no concern of this loop. It keeps merging and
 budgets beside admission: each is a decision only the one writer of state may take, in order.
 """
 
@@ -14,11 +13,9 @@ from __future__ import annotations
 
 import heapq
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +32,8 @@ from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isol
 from agentfile.records.events import SUCCESS, Reporter, make_event
 from agentfile.records.layout import RunFiles
 from agentfile.records.state import OutcomeRow, Store
-from agentfile.run.reactor import Reactor, available
+from agentfile.run.executors import Executor
+from agentfile.run.executors.local import LocalExecutor
 from agentfile.run.runner import Job, Progress, TargetResult
 from agentfile.run.throttle import Limits, Monitor
 from agentfile.secrets import redactor
@@ -122,7 +120,6 @@ class Scheduler:
         self.fingerprints: dict[str, str] = {}
         self.ready: list[tuple[tuple[float, float, int], str]] = []
         self.running: dict[str, Running] = {}
-        self.finished: queue.Queue[tuple[str, TargetResult]] = queue.Queue()
         self.outcome = BuildOutcome()
         self.ran: set[str] = set()  # succeeded by running in this build (not up to date)
         self.locks: dict[str, str] = {}
@@ -130,12 +127,6 @@ class Scheduler:
         self.interrupted = threading.Event()
         self.spent = 0.0
         self.monitor = Monitor(request.limits)
-        # Workers are reused: a thread per target would cost more than a no-op target.
-        self.pool = ThreadPoolExecutor(max_workers=max(request.jobs, 1),
-                                       thread_name_prefix="agentfile-target")
-        # Runs plain commands in this thread; also where this loop waits for the workers.
-        self.reactor: Reactor[TargetResult] = Reactor(self.pool)
-        self.inline = available()
         self.environ = dict(os.environ)  # every target's base environment, copied once
         self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
@@ -152,6 +143,7 @@ class Scheduler:
         main_git = request.worktrees.git if request.worktrees else (
             _git_or_none(self.loaded.root) if uses_dir else None)
         self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs)
+        self.executor: Executor = LocalExecutor(self.places, jobs=request.jobs)
 
     # -- the graph as this build sees it ------------------------------------------------
 
@@ -183,8 +175,7 @@ class Scheduler:
                 self._loop()
         finally:
             self.monitor.close()
-            self.pool.shutdown(wait=True)
-            self.reactor.close()
+            self.executor.close()
             self.reporter.flush()
         self.outcome.finished = time.time()
         return self.outcome
@@ -224,17 +215,11 @@ class Scheduler:
     def interrupt(self) -> None:
         """Ctrl-C or SIGTERM (from a signal handler): the loop wakes and stops everything."""
         self.interrupted.set()
-        self.reactor.wake()
+        self.executor.wake()
 
     def _collect(self, *, block: bool) -> None:
-        """What finished: in the reactor, and in worker threads (which wake the reactor)."""
-        for name, result in self.reactor.wait(TICK_SECONDS if block else 0.0):
-            self._target_done(name, result)
-        while True:
-            try:
-                name, result = self.finished.get_nowait()
-            except queue.Empty:
-                return
+        """What finished, as the executor says."""
+        for name, result in self.executor.wait(TICK_SECONDS if block else 0.0):
             self._target_done(name, result)
 
     def _became_ready(self, name: str) -> None:
@@ -405,16 +390,7 @@ class Scheduler:
         self.running[name] = Running(target, job, time.time(), agent_name)
         self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
                   isolation=describe_isolation(self.loaded.isolation_of(target)))
-        steps = self.places.steps(job) if self.inline else None
-        if steps is not None:
-            self.reactor.add(name, steps)
-        else:
-            self.pool.submit(self._work, job)
-
-    def _work(self, job: Job) -> None:
-        """A worker thread: run the target in its place, report back."""
-        self.finished.put((job.target.name, self.places.run(job)))
-        self.reactor.wake()
+        self.executor.submit(job)
 
     def _running_dirs(self, besides: str) -> list[str]:
         """The directories of dir() targets running now, other than `besides`."""
