@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 PRETTY_ROWS = 200  # a longer summary is printed as plain columns
+WAITING_ROWS = 8  # waiting targets the board shows below the running ones
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
           "violation": "red", "blocked": "yellow", "interrupted": "yellow", "died": "red",
@@ -72,18 +73,41 @@ def money(usd: float | None) -> str:
     return "-" if not usd else f"${usd:.4f}" if usd < 0.01 else f"${usd:.2f}"
 
 
+def plural(count: int, word: str) -> str:
+    """`1 target`, `2 targets`."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def slot_wait(reason: str) -> bool:
+    """A `waiting` reason that only says every job slot is in use."""
+    return reason.startswith("no free job slot")
+
+
 class PlainLines:
     """One line per event, for CI logs and pipes."""
 
     def __init__(self, stream: TextIO, log_path: Callable[[str], str]) -> None:
         self.stream = stream
         self.log_path = log_path
+        self.slots_said = False
 
     def emit(self, event: Event) -> None:
+        if event["event"] == "waiting" and not self._worth_a_line(event["reason"]):
+            return
         line = describe(event, self.log_path)
         if line:
             stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
             self.stream.write(f"[{stamp}] {line}\n")
+
+    def _worth_a_line(self, reason: str) -> bool:
+        """Waiting for a job slot is said once a build (a fan-out would say it of every
+        instance); a throttled start has its own `throttled` line."""
+        if reason.startswith("throttled"):
+            return False
+        if slot_wait(reason):
+            said, self.slots_said = self.slots_said, True
+            return not said
+        return True
 
     def flush(self) -> None:
         self.stream.flush()
@@ -95,7 +119,7 @@ class PlainLines:
 def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
     kind = event["event"]
     if kind == "build_started":
-        return f"build {event['run']}: {event['targets']} targets, -j{event['jobs']}"
+        return f"build {event['run']}: {plural(event['targets'], 'target')}, -j{event['jobs']}"
     if kind == "target_started":
         how = f"agent {event['agent']}, {event['isolation']}" if event.get("agent") else \
             event.get("kind", "")
@@ -122,6 +146,8 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
         return f"budget     {event.get('scope', 'build')}: {event.get('reached', '')}"
     if kind == "throttled":
         return f"throttled  {event.get('target')}: {event.get('reason')}"
+    if kind == "waiting":
+        return f"waiting    {event['target']}: {event['reason']}"
     if kind == "merged":
         return f"merged     {event.get('target')} into {event.get('into')}"
     if kind == "build_finished":
@@ -144,6 +170,7 @@ class Board:
         self.spent = spent
         self.log_path = log_path
         self.done: dict[str, str] = {}
+        self.waiting: dict[str, tuple[float, str]] = {}  # target -> (since, why)
         self.live = Live(self._render(), console=console, refresh_per_second=4,
                          get_renderable=self._render, transient=True)
         self.live.start()
@@ -151,13 +178,19 @@ class Board:
     def emit(self, event: Event) -> None:
         from rich.text import Text
 
-        if event["event"] == "target_finished":
+        kind = event["event"]
+        if kind == "waiting":
+            since = self.waiting.get(event["target"], (event["time"], ""))[0]
+            self.waiting[event["target"]] = (since, event["reason"])
+        elif kind in ("target_started", "target_finished"):
+            self.waiting.pop(event["target"], None)
+        if kind == "target_finished":
             self.done[event["target"]] = event["status"]
             if event["status"] not in SUCCESS and event["status"] != "up-to-date":
                 line = describe(event, self.log_path)
                 if line:
                     self.console.print(Text(line, style=_STYLE.get(event["status"], "")))
-        elif event["event"] in ("budget_warning", "throttled"):
+        elif kind in ("budget_warning", "throttled"):
             line = describe(event, self.log_path)
             if line:
                 self.console.print(Text(line, style="yellow"))
@@ -179,6 +212,12 @@ class Board:
             table.add_row(row.name, Text(row.state, style=_STATE_STYLE.get(row.state, "")),
                           str(row.attempt), human_time(now - row.started),
                           money(row.cost_usd), human_size(row.rss_bytes), row.last_line)
+        waiting = list(self.waiting.items())
+        for name, (since, why) in waiting[:WAITING_ROWS]:
+            table.add_row(name, Text("waiting", style="yellow"), "-", human_time(now - since),
+                          "-", "-", Text(why, style="yellow"))
+        if len(waiting) > WAITING_ROWS:
+            table.add_row(Text(f"… {len(waiting) - WAITING_ROWS} more waiting", style="dim"))
         ok = sum(1 for s in self.done.values() if s in SUCCESS)
         bad = len(self.done) - ok
         spent = self.spent()
@@ -293,12 +332,17 @@ def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, A
                                    for i, (v, w) in enumerate(zip(row, widths, strict=True))))
         console.file.write("\n".join(lines) + "\n")
     counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items())
-    console.print(f"{totals['targets']} targets: {counts} · spent {money(totals['cost_usd'])}"
-                  f" · {totals['tokens']} tokens")
-    line = (f"wall {human_time(totals['duration_s'])}, sequential estimate "
-            f"{human_time(totals['sequential_s'])}")
-    if totals["duration_s"] and totals["sequential_s"]:
-        line += f" ({totals['sequential_s'] / totals['duration_s']:.1f}x)"
+    console.print(f"{plural(totals['targets'], 'target')}: {counts} · spent "
+                  f"{money(totals['cost_usd'])} · {plural(totals['tokens'], 'token')}")
+    ran = sum(1 for row in rows if row["attempts"])
+    line = f"wall {human_time(totals['duration_s'])}"
+    if not ran:
+        line += ", nothing ran"
+    else:
+        line += f", sequential estimate {human_time(totals['sequential_s'])}"
+        # One target, or none that took time, has nothing to compare its wall time with.
+        if ran > 1 and totals["duration_s"] and totals["sequential_s"]:
+            line += f" ({totals['sequential_s'] / totals['duration_s']:.1f}x)"
     console.print(line)
 
 
@@ -339,7 +383,16 @@ def _status_group(snapshot: Mapping[str, Any]) -> Group | Text:
         table.add_column(column, overflow="ellipsis", no_wrap=True)
     for row in snapshot["running"]:
         table.add_row(row["target"], human_time(row["elapsed_s"]), row["last_line"])
-    return Group(head, table)
+    waiting = snapshot.get("waiting") or []
+    if not waiting:
+        return Group(head, table)
+    held = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("waiting", "for", "why"):
+        held.add_column(column, overflow="ellipsis", no_wrap=True)
+    now = time.time()
+    for row in waiting:
+        held.add_row(row["target"], human_time(now - row["since"]), row["reason"])
+    return Group(head, table, held)
 
 
 def print_status(console: Console, snapshot: Mapping[str, Any]) -> None:

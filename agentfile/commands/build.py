@@ -255,7 +255,8 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
         what = f"agent {row['agent']}" if row["agent"] else row["command"]
         print(f"would run: {row['target']}  ({what})" if row["would_run"]
               else f"up to date: {row['target']}")
-    print(f"{len(would_run)} of {len(rows)} targets would run (-n: nothing was started)")
+    print(f"{len(would_run)} of {ui.plural(len(rows), 'target')} would run "
+          "(-n: nothing was started)")
     return EXIT_OK
 
 
@@ -331,7 +332,8 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     if as_json:
         live = JsonLines(stdout)
     elif ui.is_interactive(sys.stdout):
-        stdout.write(f"build {run_id}: {len(request.names)} targets, -j{request.jobs}\n")
+        stdout.write(f"build {run_id}: {ui.plural(len(request.names), 'target')}, "
+                     f"-j{request.jobs}\n")
         live = ui.Board(ui.console_for(stdout), total=len(request.names),
                         budget_usd=request.budget_usd, snapshot=lambda: _live_rows(scheduler),
                         spent=scheduler.live_spent, log_path=log_path)

@@ -8,14 +8,16 @@ from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
 from agentfile.manifest.load import display_path, load
 from agentfile.manifest.locate import manifest_path
+from agentfile.ui import plural
 
 
 def check(*, file: str | None, as_json: bool) -> int:
     if not as_json:
         loaded = load_manifest(file)
         templates = len(loaded.manifest.targets)
-        print(f"{display_path(loaded.path)}: ok: {templates} targets ({len(loaded.targets)} after "
-              f"fan-out), {len(loaded.manifest.agents)} agents")
+        print(f"{display_path(loaded.path)}: ok: {plural(templates, 'target')} "
+              f"({len(loaded.targets)} after fan-out), "
+              f"{plural(len(loaded.manifest.agents), 'agent')}")
         return EXIT_OK
     try:
         loaded = load(manifest_path(file))

@@ -44,14 +44,21 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
     live = _live_run(layout)
     for row in rows:
         _settle(row, live)
-        row["counts"] = json.loads(row["counts"]) if row["counts"] else {}
-        row["requested"] = json.loads(row["requested"]) if row["requested"] else []
+        _decode(row)
         row.pop("argv", None)
     if as_json:
         print_json(rows)
     else:
         ui.print_runs(ui.console_for(sys.stdout), rows)
     return EXIT_OK
+
+
+def _decode(row: dict[str, Any]) -> None:
+    """A run's row as data: the state keeps its lists and counts as JSON text."""
+    row["counts"] = json.loads(row["counts"]) if row.get("counts") else {}
+    row["requested"] = json.loads(row["requested"]) if row.get("requested") else []
+    if "argv" in row:
+        row["argv"] = json.loads(row["argv"]) if row["argv"] else []
 
 
 def logs(*, file: str | None, target: str, run: str | None, follow: bool) -> int:
@@ -125,19 +132,28 @@ def _snapshot(layout: Layout) -> dict[str, Any]:
     events = read_events(RunFiles(layout.run_dir(run_id)).events)
     started: dict[str, float] = {}
     finished: dict[str, str] = {}
+    waiting: dict[str, dict[str, Any]] = {}
     total = 0
     for event in events:
-        if event["event"] == "build_started":
+        kind = event["event"]
+        if kind == "build_started":
             total = int(event.get("targets", 0))
-        elif event["event"] == "target_started":
+        elif kind == "waiting":
+            since = waiting.get(event["target"], {}).get("since", event["time"])
+            waiting[event["target"]] = {"target": event["target"], "reason": event["reason"],
+                                        "since": since}
+        elif kind == "target_started":
             started[event["target"]] = event["time"]
-        elif event["event"] == "target_finished":
+            waiting.pop(event["target"], None)
+        elif kind == "target_finished":
             finished[event["target"]] = event["status"]
+            waiting.pop(event["target"], None)
     running = [{"target": t, "elapsed_s": round(time.time() - at, 1),
                 "last_line": _last_line(RunFiles(layout.run_dir(run_id)).log(t))}
                for t, at in started.items() if t not in finished]
     return {"run": run_id, "pid": live.get("pid"), "started": live.get("started"),
-            "total": total, "done": finished, "running": running}
+            "total": total, "done": finished, "running": running,
+            "waiting": list(waiting.values())}
 
 
 def _last(layout: Layout) -> dict[str, Any] | None:
@@ -150,6 +166,7 @@ def _last(layout: Layout) -> dict[str, Any] | None:
         store.close()
     if last is not None:
         _settle(last, _live_run(layout))
+        _decode(last)
     return last
 
 

@@ -10,6 +10,7 @@ from agentfile.errors import EXIT_OK
 from agentfile.manifest.load import LoadedManifest
 from agentfile.records.layout import Layout
 from agentfile.records.state import open_store
+from agentfile.ui import plural
 
 
 def selected(loaded: LoadedManifest, targets: list[str]) -> list[str]:
@@ -50,11 +51,11 @@ def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: boo
                          "guessed": guessed},
         })
         return EXIT_OK
-    print(f"{len(names)} targets in {len(waves)} waves, -j{slots}")
+    print(f"{plural(len(names), 'target')} in {plural(len(waves), 'wave')}, -j{slots}")
     for number, wave in enumerate(waves, start=1):
         print(f"  wave {number}: {', '.join(wave)}")
     length = f"{sum(durations[n] for n in critical):.3g}s" if durations else \
-        f"{len(critical)} targets"
+        plural(len(critical), "target")
     print(f"critical path ({length}): {' -> '.join(critical)}")
     unit = "s" if estimate.known else " target-steps"
     speedup = estimate.sequential / estimate.parallel if estimate.parallel else 1.0

@@ -47,6 +47,8 @@ TICK_SECONDS = 0.1
 FLUSH_SECONDS = 0.1  # events and state rows reach their files at least this often
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
 OTHERS_SECONDS = 0.5  # how stale other builds' spend today may be for the daily alert
+_STOPPED = {"budget": "the build's budget was reached", "failure": "a target failed",
+            "interrupted": "interrupted", "": "the build stopped"}
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Scheduler:
         self.names = list(request.names)
         self.base = self.loaded.path.parent  # where inputs, prompts and context files are
         self.chosen = set(self.names)
+        self.canary_deps: dict[str, list[str]] = {}  # the canaries each instance waits for
         self.deps = self._effective_deps()
         self.dependents: dict[str, list[str]] = {n: [] for n in self.names}
         for name, deps in self.deps.items():
@@ -130,6 +133,10 @@ class Scheduler:
         self.environ = dict(os.environ)  # every target's base environment, copied once
         self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
+        # Why each ready target has not started, as last said in a `waiting` event, and the
+        # targets queued since the last look (those not started then wait for a job slot).
+        self.waits: dict[str, str] = {}
+        self.queued: list[str] = []
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         # What other builds spent today (SPEC 8: the daily budget is the user's, across
         # repositories), read again at most every OTHERS_SECONDS and before each agent starts.
@@ -163,6 +170,7 @@ class Scheduler:
             limit = t.definition.canary
             if limit is not None and t.instance is not None and t.instance >= limit:
                 deps[name] += canaries.get(t.template, [])
+                self.canary_deps[name] = canaries.get(t.template, [])
         return deps
 
     # -- the loop -----------------------------------------------------------------------
@@ -186,6 +194,8 @@ class Scheduler:
         for name in [n for n in self.names if not self.waiting[n]]:
             if name not in self.outcome.statuses:
                 self._became_ready(name)
+        for name in self.canary_deps:
+            self._held_for_canary(name)
         while True:
             self._collect(block=False)
             self._check_budgets()
@@ -203,7 +213,8 @@ class Scheduler:
         for name in self.names:
             if name not in self.outcome.statuses:
                 self._finish(name, "blocked" if self.outcome.stopped != "interrupted"
-                             else "interrupted", detail=f"not started: {self.outcome.stopped}")
+                             else "interrupted",
+                             detail=f"not started: {_STOPPED[self.outcome.stopped or '']}")
 
     def _flush(self) -> None:
         """State rows committed and events written out: what a reader (`agentfile status`,
@@ -229,8 +240,10 @@ class Scheduler:
         if failed:
             # A dependency cut short by Ctrl-C leaves its dependents interrupted, not blocked.
             cut = all(self.outcome.statuses.get(d) == "interrupted" for d in failed)
-            self._finish(name, "interrupted" if cut else "blocked",
-                         detail=f"{failed[0]} did not succeed")
+            own = [d for d in failed if d not in self.canary_deps.get(name, [])]
+            why = f"{own[0]} did not succeed" if own else \
+                f"held back: canary {failed[0]} {self.outcome.statuses[failed[0]]}"
+            self._finish(name, "interrupted" if cut else "blocked", detail=why)
             return
         _, agent = self.loaded.agent_definition(target)
         fp = fingerprint(target, agent=agent, base=self.base,
@@ -241,6 +254,8 @@ class Scheduler:
             return
         key = g.start_key(target, self.remaining.get(name, 0.0))
         heapq.heappush(self.ready, (key, name))
+        self.waits.pop(name, None)  # held for its canary until now: why it waits next
+        self.queued.append(name)
 
     def _up_to_date(self, target: ConcreteTarget, fp: str) -> bool:
         return up_to_date(target, fp, self.recorded.get(target.name),
@@ -279,28 +294,52 @@ class Scheduler:
             verdict = self._admit(target)
             if verdict == "wait-all":
                 skipped.append((key, name))
+                self._wait(name, "exclusive: waits for the running targets to finish")
                 break  # an exclusive target waits for the others; nothing overtakes it
             if verdict is not None:
                 skipped.append((key, name))
+                self._wait(name, verdict)
                 continue
             self._start(target)
         for item in skipped:
             heapq.heappush(self.ready, item)
+        behind = f"no free job slot (all {self.request.jobs} in use: -j{self.request.jobs})" \
+            if len(self.running) >= self.request.jobs else "behind an exclusive target"
+        for name in self.queued:
+            if name not in self.waits and name not in self.running and \
+                    name not in self.outcome.statuses:
+                self._wait(name, behind)
+        self.queued.clear()
+
+    def _wait(self, name: str, reason: str) -> None:
+        """Say why a ready target has not started, when that changed (`waiting` event)."""
+        if self.waits.get(name) != reason:
+            self.waits[name] = reason
+            self.emit("waiting", target=name, reason=reason)
+
+    def _held_for_canary(self, name: str) -> None:
+        """A fan-out instance whose only unfinished dependencies are its canaries waits
+        for them: said once, so that it does not read as stuck."""
+        pending = [d for d in self.deps[name] if d not in self.outcome.statuses]
+        canaries = self.canary_deps[name]
+        if pending and name not in self.waits and all(d in canaries for d in pending):
+            self._wait(name, f"held for the canary: waits for {', '.join(pending)}")
 
     def _admit(self, target: ConcreteTarget) -> str | None:
         """None if the target may start now, else why not."""
         definition = target.definition
-        if any(r.target.definition.exclusive for r in self.running.values()):
-            return "exclusive"
+        alone = [n for n, r in self.running.items() if r.target.definition.exclusive]
+        if alone:
+            return f"exclusive target {alone[0]} is running"
         if definition.exclusive and self.running:
             return "wait-all"
         for lock in definition.locks:
             if lock in self.locks:
-                return f"lock {lock}"
+                return f"lock {lock} is held by {self.locks[lock]}"
         agent_name, agent = self.loaded.agent_definition(target)
         if agent is not None and agent_name is not None and agent.max_parallel is not None \
                 and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
-            return f"agent {agent_name} at max_parallel"
+            return f"agent {agent_name} is at max_parallel = {agent.max_parallel}"
         return self._checkout_conflict(target) or self._throttle(target)
 
     def _throttle(self, target: ConcreteTarget) -> str | None:
@@ -388,6 +427,7 @@ class Scheduler:
         reserved = budget.memory if budget is not None and budget.memory else 0
         job.known = self.monitor.track(name, job.progress, reserved).known
         self.running[name] = Running(target, job, time.time(), agent_name)
+        self.waits.pop(name, None)
         self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
                   isolation=describe_isolation(self.loaded.isolation_of(target)))
         self.executor.submit(job)
@@ -434,6 +474,10 @@ class Scheduler:
         if status == "interrupted" and not self.interrupted.is_set() and \
                 self.outcome.stopped == "budget":
             status = "over-budget"
+            last = result.attempts[-1] if result.attempts else None
+            if last is not None and last.error:
+                last.error = last.error.replace("stopped (interrupted)",
+                                                f"stopped: {_STOPPED['budget']}", 1)
         if result.work is not None:
             try:
                 status = self._merge(running.target, result, status)
@@ -505,6 +549,8 @@ class Scheduler:
             self.waiting[child] -= 1
             if not self.waiting[child] and child not in self.outcome.statuses:
                 self._became_ready(child)
+            elif child in self.canary_deps and child not in self.outcome.statuses:
+                self._held_for_canary(child)
 
     def _merge(self, target: ConcreteTarget, result: TargetResult, status: str) -> str:
         """Merge a worktree target's branch into the integration branch, dependencies
