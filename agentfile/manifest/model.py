@@ -95,56 +95,97 @@ class _Model(BaseModel):
 class FileRef(_Model):
     """`file("prompts/x.md")`: text read from a file relative to the manifest."""
 
-    file: str
+    file: str = Field(
+        examples=["prompts/backend.md"],
+        description="The file's path, relative to the manifest.")
 
 
 class DirRef(_Model):
     """`dir("apps/users")`: isolation in a directory of the main checkout."""
 
-    dir: str
+    dir: str = Field(
+        examples=["apps/users"],
+        description="The directory the target may change, relative to the repository root; a "
+                    "change outside it ends the target as `violation`.")
 
 
 Isolation = Literal["worktree", "branch", "none"] | DirRef
 
 
 class Budget(_Model):
-    """Limits of one target, or of a whole build (SPEC 8)."""
+    """Limits of one target, or of a whole build: `budget = $1.50, 10m, 2GiB, 200k tokens`."""
 
-    usd: Money | None = None
-    time: Duration | None = None
-    memory: Size | None = None
-    tokens: Tokens | None = None
+    usd: Money | None = Field(
+        default=None, examples=["$1.50", 20],
+        description="The most it may spend, in dollars; over it, it is stopped (`over-budget`).")
+    time: Duration | None = Field(
+        default=None, examples=["30m", "1h30m"],
+        description="The longest it may run (wall time); over it, it is stopped (`timeout`).")
+    memory: Size | None = Field(
+        default=None, examples=["2GiB", "512MiB"],
+        description="The most resident memory its whole process tree may hold; over it, it is "
+                    "stopped (`oom`).")
+    tokens: Tokens | None = Field(
+        default=None, examples=["200k", 150000],
+        description="The most tokens it may use, as the agent reports them; over it, it is stopped"
+                    " (`over-budget`).")
 
 
 class DailyBudget(_Model):
-    """One user's spend per calendar day, across repositories."""
+    """One user's spend per calendar day, across repositories: `daily_budget = $50, alert 80%`."""
 
-    usd: Money
-    alert: Percent | None = None
+    usd: Money = Field(
+        examples=["$50", 50],
+        description="The most agents may spend in a calendar day, counted across every repository "
+                    "and build of this user; at it, no more agent targets start that day.")
+    alert: Percent | None = Field(
+        default=None, examples=["80%"],
+        description="Warn once when the day's spend reaches this share of `usd`.")
 
 
 class Throttle(_Model):
-    """Admission by measurement (SPEC 9)."""
+    """Admission by measurement: `throttle = memory 85%, load 2.0, free 1GiB`."""
 
-    memory: Percent | None = None
-    load: float | None = Field(default=None, ge=0)
-    free: Size | None = None
+    memory: Percent | None = Field(
+        default=None, examples=["85%"],
+        description="Start nothing while the machine's memory in use is at or above this share; "
+                    "suspend the youngest target while above it.")
+    load: float | None = Field(
+        default=None, ge=0, examples=[2.0],
+        description="Start nothing while the 1-minute load average is at or above this.")
+    free: Size | None = Field(
+        default=None, examples=["1GiB"],
+        description="Start a target only while available memory covers this plus the target's own "
+                    "memory budget.")
 
 
 class Price(_Model):
     """Dollars per million tokens, for providers that report tokens only."""
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
+    input: float = Field(
+        ge=0, examples=[1.25],
+        description="Dollars per million input tokens.")
+    output: float = Field(
+        ge=0, examples=[10],
+        description="Dollars per million output tokens.")
 
 
 class Foreach(_Model):
     """Fan-out: one target per value of `var`, from exactly one source."""
 
-    var: VariableName
-    glob: str | None = None
-    lines: str | None = None
-    values: list[str] | None = Field(default=None, alias="list")
+    var: VariableName = Field(
+        examples=["file"],
+        description="The variable each instance binds, used as `{var}` in the target's name and "
+                    "attributes.")
+    glob: str | None = Field(
+        default=None, examples=["src/**/*.py"],
+        description="One instance per file matching this glob, relative to the manifest.")
+    lines: str | None = Field(
+        default=None, examples=["bugs.txt"],
+        description="One instance per line of this file (blank lines and `#` lines skipped).")
+    values: list[str] | None = Field(
+        default=None, alias="list", examples=[["users", "orders"]],
+        description="One instance per value of this list, in its order.")
 
     @model_validator(mode="after")
     def _one_source(self) -> Foreach:
@@ -161,60 +202,160 @@ def _none_if_empty(value: _Model | None) -> _Model | None:
     return value
 
 
-class Options(_Model):
-    """The `options:` block."""
+_ISOLATION = ("Where a target runs: `worktree` (its own git worktree and branch, merged "
+              "after), `branch` (the checkout, on its own branch), `dir(\"path\")` (a "
+              "directory of the checkout, nothing outside it) or `none` (the checkout).")
+_TERMINAL = ("`tmux` runs the process in a window of the build's tmux session "
+             "(`agentfile attach`); `headless` (the default) does not.")
+_MERGE = ("What becomes of worktree and branch targets' work: `auto` (merged into the build's "
+          "integration branch, your branch fast-forwarded when all is clean), `manual` (merged, "
+          "landing is yours) or `none` (every branch kept for review).")
 
-    jobs: int | None = Field(default=None, ge=1)
-    default: Names | None = None
-    agent: Identifier | None = None
-    isolation: Isolation | None = None
-    terminal: Terminal | None = None
-    budget: Budget | None = None
-    daily_budget: DailyBudget | None = None
-    throttle: Throttle | None = None
-    merge: MergeMode | None = None
+
+class Options(_Model):
+    """The `options:` block: settings of the whole build."""
+
+    jobs: int | None = Field(
+        default=None, ge=1, examples=[4],
+        description="How many targets run at once (`-j N` overrides it; default: the number of "
+                    "CPUs).")
+    default: Names | None = Field(
+        default=None, examples=["test"],
+        description="What a bare `agentfile build` builds (default: every target).")
+    agent: Identifier | None = Field(
+        default=None, examples=["reviewer", "claude"],
+        description="The agent of agent targets that name none: an agent's name or a provider "
+                    "(default: claude).")
+    isolation: Isolation | None = Field(
+        default=None, examples=["worktree"],
+        description=_ISOLATION + " Here, the default of agent targets (else worktree).")
+    terminal: Terminal | None = Field(default=None, description=_TERMINAL, examples=["tmux"])
+    budget: Budget | None = Field(
+        default=None, examples=[{"usd": 20, "time": "2h"}],
+        description="The whole build's limits: once reached, nothing new starts, running agent "
+                    "targets are stopped, and the build exits 3.")
+    daily_budget: DailyBudget | None = Field(
+        default=None, examples=[{"usd": 50, "alert": "80%"}],
+        description="Your spend per calendar day, across repositories.")
+    throttle: Throttle | None = Field(
+        default=None, examples=[{"memory": "85%", "load": 2.0,
+                                                              "free": "1GiB"}],
+        description="Start targets only while the machine has room.")
+    merge: MergeMode | None = Field(default=None, description=_MERGE, examples=["auto"])
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 
 
 class Agent(_Model):
-    """`agent NAME: PROVIDER` (SPEC 7)."""
+    """A named agent, `agent NAME: PROVIDER`: a provider with its settings."""
 
-    provider: Provider
-    description: str | None = None
-    model: str | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, EnvValue] = Field(default_factory=dict)
-    max_parallel: int | None = Field(default=None, ge=1)
-    price: Price | None = None
-    command: str | None = None
+    provider: Provider = Field(
+        examples=["claude"],
+        description="The CLI that runs this agent's targets: claude (Claude Code), codex, gemini "
+                    "(Gemini CLI), aider, or command (any program).")
+    description: str | None = Field(
+        default=None,
+        description="What this agent is for, shown by `agentfile list`.")
+    model: str | None = Field(
+        default=None, examples=["claude-sonnet-4-5"],
+        description="The model the CLI is asked to use.")
+    args: list[str] = Field(
+        default_factory=list, examples=[["--max-turns", "30"]],
+        description="More arguments for the CLI.")
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict, examples=[{"LOG_LEVEL": "debug"}],
+        description="Environment variables for its targets' processes.")
+    max_parallel: int | None = Field(
+        default=None, ge=1, examples=[2],
+        description="At most this many of its targets run at once.")
+    price: Price | None = Field(
+        default=None, examples=[{"input": 3, "output": 15}],
+        description="Dollars per million tokens, to count the cost of providers that report tokens"
+                    " only.")
+    command: str | None = Field(
+        default=None, examples=["my-agent --prompt {prompt_file}"],
+        description="For the `command` provider: the shell command that runs a target; "
+                    "`{prompt_file}` names the file holding the prompt.")
 
 
 class Target(_Model):
-    """A target (SPEC 2.2): an agent target (`prompt`), a run target (`run`) or a group."""
+    """A target: an agent target (`prompt`), a run target (`run`) or a group (neither)."""
 
-    description: str | None = None
-    deps: list[TargetName] = Field(default_factory=list)
-    agent: Identifier | None = None
-    prompt: str | FileRef | None = None
-    context: Names = Field(default_factory=list)
-    run: str | None = None
-    verify: str | None = None
-    retries: int = Field(default=0, ge=0)
-    isolation: Isolation | None = None
-    terminal: Terminal | None = None
-    budget: Budget | None = None
-    inputs: Names = Field(default_factory=list)
-    outputs: Names = Field(default_factory=list)
-    always: bool = False
-    env: dict[str, EnvValue] = Field(default_factory=dict)
-    locks: Names = Field(default_factory=list)
-    exclusive: bool = False
-    priority: int = 0
-    foreach: Foreach | None = None
-    canary: int | None = Field(default=None, ge=1)
-    merge: MergeMode | None = None
-    copy_files: Names = Field(default_factory=list, alias="copy")
+    description: str | None = Field(
+        default=None, examples=["Fix {bug}"],
+        description="What the target does, shown by `agentfile list` (`{var}` of a fan-out "
+                    "expands).")
+    deps: list[TargetName] = Field(
+        default_factory=list, examples=[["schema", "migrate"]],
+        description="The targets that must succeed (or be up to date) first; a fan-out's stem "
+                    "means all its instances.")
+    agent: Identifier | None = Field(
+        default=None, examples=["reviewer"],
+        description="Who runs the prompt: an agent's name or a provider (default: `options.agent`,"
+                    " else claude).")
+    prompt: str | FileRef | None = Field(
+        default=None,
+        examples=["Create the database schema in db/schema.sql", {"file": "prompts/backend.md"}],
+        description="What the agent is asked to do, or `file(\"path\")`; makes this an agent "
+                    "target. Placeholders: `{deps.NAME.result}`, `{deps.NAME.diff}`, `{target}`, "
+                    "`{run_id}`.")
+    context: Names = Field(
+        default_factory=list, examples=[["docs/architecture.md"]],
+        description="Files put before the prompt.")
+    run: str | None = Field(
+        default=None, examples=["pytest -q"],
+        description="A shell command; makes this a run target (success is exit 0).")
+    verify: str | None = Field(
+        default=None, examples=["pytest -q tests/models"],
+        description="A shell command run after the agent or command; the target succeeds only when"
+                    " it exits 0.")
+    retries: int = Field(
+        default=0, ge=0, examples=[2],
+        description="Further attempts after a failure, each told why the last one failed.")
+    isolation: Isolation | None = Field(
+        default=None, examples=["worktree", {"dir": "apps/users"}],
+        description=_ISOLATION + " Default: `options.isolation` for agent targets, none for "
+                                 "others.")
+    terminal: Terminal | None = Field(default=None, description=_TERMINAL, examples=["tmux"])
+    budget: Budget | None = Field(
+        default=None, examples=[{"usd": 1.5, "time": "10m"}],
+        description="This target's limits (all its attempts together).")
+    inputs: Names = Field(
+        default_factory=list, examples=[["src/**/*.py"]],
+        description="Files whose content is part of the fingerprint: a change runs the target "
+                    "again.")
+    outputs: Names = Field(
+        default_factory=list, examples=[["db/schema.sql"]],
+        description="Files the target makes: while one is missing, it is not up to date.")
+    always: bool = Field(
+        default=False,
+        description="Run it in every build, up to date or not.")
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict, examples=[{"DATABASE_URL": "postgres://localhost/test"}],
+        description="Environment variables for its processes (over its agent's).")
+    locks: Names = Field(
+        default_factory=list, examples=[["db"]],
+        description="Named locks: two targets holding one never run at the same time.")
+    exclusive: bool = Field(
+        default=False,
+        description="Run it alone: it waits for running targets to end, and nothing starts while "
+                    "it runs.")
+    priority: int = Field(
+        default=0, examples=[10],
+        description="Among ready targets, higher starts first.")
+    foreach: Foreach | None = Field(
+        default=None, examples=[{"var": "file", "glob": "src/**/*.py"}],
+        description="Fan-out: one target per value, the name holding `{var}`.")
+    canary: int | None = Field(
+        default=None, ge=1, examples=[3],
+        description="For a fan-out: run its first N instances first, the rest only when all N "
+                    "succeeded.")
+    merge: MergeMode | None = Field(default=None, description=_MERGE + " Default: `options.merge`.",
+                                    examples=["manual"])
+    copy_files: Names = Field(
+        default_factory=list, alias="copy", examples=[[".env"]],
+        description="Untracked files copied from the checkout into its worktree (never committed),"
+                    " such as a local `.env`.")
 
     _empty_tables = field_validator("budget")(_none_if_empty)
 
@@ -231,12 +372,26 @@ VarValue = str | int | float | bool
 class Manifest(_Model):
     """A whole manifest, the same whichever form it was written in."""
 
-    version: Literal[1] = 1
-    include: list[str] = Field(default_factory=list)
-    vars: dict[VariableName, VarValue] = Field(default_factory=dict)
-    options: Options = Field(default_factory=Options)
-    agents: dict[Identifier, Agent] = Field(default_factory=dict)
-    targets: dict[TargetName, Target] = Field(default_factory=dict)
+    version: Literal[1] = Field(
+        default=1,
+        description="The manifest format's version: 1.")
+    include: list[str] = Field(
+        default_factory=list, examples=[["agents/common.yaml"]],
+        description="Other manifests merged in first, relative to this file (each once).")
+    vars: dict[VariableName, VarValue] = Field(
+        default_factory=dict, examples=[{"MODEL": "claude-sonnet-4-5"}],
+        description="Variables: `${NAME}` in any string expands to the value (then the "
+                    "environment's; `agentfile build NAME=VALUE` overrides).")
+    options: Options = Field(
+        default_factory=Options,
+        description="Settings of the whole build.")
+    agents: dict[Identifier, Agent] = Field(
+        default_factory=dict,
+        description="Named agents: a provider with its settings.")
+    targets: dict[TargetName, Target] = Field(
+        default_factory=dict,
+        description="What to build, by name (letters, digits, `_ - . /` and `{var}` for a "
+                    "fan-out).")
 
 
 def describe_isolation(isolation: str | DirRef) -> str:

@@ -78,6 +78,11 @@ class Layout:
         return self.state_dir / "build.lock"
 
     @property
+    def schema(self) -> Path:
+        """A copy of the JSON Schema, for editors: YAML/JSON manifests name it relatively."""
+        return self.state_dir / "agentfile.schema.json"
+
+    @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
