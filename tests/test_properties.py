@@ -30,6 +30,7 @@ from agentfile.manifest.model import Manifest
 from agentfile.manifest.render import to_agentfile, to_json, to_yaml
 from agentfile.manifest.validate import SCHEMA_ID
 
+SCHEMA_COPY = ".agentfile/agentfile.schema.json"  # where convert names the schema's copy
 FORMS: dict[str, Callable[[dict[str, Any]], str]] = {
     "Agentfile": to_agentfile,
     "Agentfile.yaml": lambda doc: to_yaml(doc, SCHEMA_ID),
@@ -370,7 +371,7 @@ def test_convert_gives_back_the_document(doc: dict[str, Any]) -> None:
         # `agentfile convert Agentfile --to yaml` writes what the original renders to ...
         converted = Path(folder) / "Agentfile.yaml"
         assert convert(source=str(original), to="yaml", output=str(converted)) == 0
-        assert converted.read_text(encoding="utf-8") == to_yaml(_canonical(doc), SCHEMA_ID)
+        assert converted.read_text(encoding="utf-8") == to_yaml(_canonical(doc), SCHEMA_COPY)
         # ... which loads to the original's model, and converts back to the same Agentfile.
         assert load(converted, environ={}).manifest == load(original, environ={}).manifest
         back = Path(folder) / "back.agentfile"
