@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--run", metavar="ID", help="from this run")
     logs.add_argument("-f", "--follow", action="store_true",
                       help="keep printing while the target runs")
+    shown = logs.add_mutually_exclusive_group()
+    shown.add_argument("--result", action="store_true",
+                       help="its agent's final message (of its last attempt)")
+    shown.add_argument("--raw", action="store_true",
+                       help="its agent's output stream as the CLI wrote it (JSON lines)")
+    logs.add_argument("--json", action="store_true",
+                      help="JSON lines: {run, target, line} (with --result: one object)")
 
     status = sub.add_parser("status", help="the build running now in this repository")
     _manifest_options(status)
@@ -204,7 +211,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return history.runs(file=args.file, limit=args.limit, as_json=args.json)
         if name == "logs":
             return history.logs(file=args.file, target=args.target, run=args.run,
-                                follow=args.follow)
+                                follow=args.follow, result=args.result, raw=args.raw,
+                                as_json=args.json)
         if name == "status":
             return history.status(file=args.file, as_json=args.json, watch=args.watch)
         return history.attach(file=args.file)

@@ -78,8 +78,8 @@ def test_real_cli_writes_in_a_worktree_and_it_lands(repo: Path, agentfile_cli: R
     assert git(repo, "status", "--porcelain") == ""
     event = finished(repo)["hello"]
     runs = sorted((repo / ".agentfile" / "runs").iterdir())
-    log = (runs[-1] / "logs" / "hello.log").read_text()
-    events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    raw = (runs[-1] / "logs" / "hello.jsonl").read_text()  # the stream, whole, for tools
+    events = [json.loads(line) for line in raw.splitlines() if line.startswith("{")]
     reported = next(e for e in events if e.get("type") == "result")
     assert event["cost_usd"] == pytest.approx(reported["total_cost_usd"])  # the CLI's own
     assert reported["total_cost_usd"] == pytest.approx(0.0021)  # 2 turns of 100 in / 50 out

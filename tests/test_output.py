@@ -3,14 +3,32 @@ and the history commands' --json (real builds in real git repositories)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Run
+import pytest
+from conftest import DATA, Result, Run, installed_cli
+from standin.anthropic import AnthropicStandin, text, tool_use
+from test_claude import commit as claude_commit
+from test_claude import environment as claude_environment
+from test_claude import write as claude_write
+
+from agentfile.agents.aider import AiderProvider
+from agentfile.agents.base import AgentRequest, Provider, Usage
+from agentfile.agents.claude import ClaudeProvider
+from agentfile.agents.codex import CodexProvider
+from agentfile.agents.gemini import GeminiProvider
+from agentfile.manifest.model import Agent
+from agentfile.run import process
 
 
 def write(repo: Path, text: str) -> None:
@@ -129,3 +147,186 @@ def test_a_build_budget_stop_says_it_was_the_budget(repo: Path, agentfile_cli: R
     assert "interrupted" not in slow
     later = next(ln for ln in lines if " later " in ln)
     assert "not started: the build's budget was reached" in later, lines
+
+
+# -- agents' streams as a person reads them (item 1) ----------------------------------------
+
+
+def captured(provider: Provider, name: str, capture: Path, workspace: Path) -> list[str]:
+    """What `provider` renders of a captured run, line by line as the CLI printed it."""
+    req = AgentRequest("t", "run", Agent.model_validate({"provider": name}), workspace,
+                       workspace / "prompt.md", workspace / "result.md",
+                       workspace / "usage.json", 1, {})
+    usage = Usage()
+    shown: list[str] = []
+    for line in capture.read_text().splitlines():
+        shown += provider.parse_line(line, usage, req)
+    return shown
+
+
+def test_each_provider_s_stream_reads_as_words_and_one_line_per_tool_call() -> None:
+    codex_ws = Path("/tmp/agentfile-codex-capture-8cioc0vk/success/ws")
+    assert captured(ClaudeProvider(), "claude", DATA / "claude" / "success.jsonl",
+                    Path("/WORK/repo")) == [
+        "Claude Code session 5e55a0f1-0000-4000-8000-00000000c1a0 (claude-sonnet-4-5)",
+        "Write hello.txt", "Created hello.txt."]
+    assert captured(CodexProvider(), "codex", DATA / "codex" / "success.jsonl", codex_ws) == [
+        "Codex thread 01a20329-75ec-7a22-8788-4f6dc70d4ba2",
+        "Write hello.txt", "Bash cat hello.txt", "Created hello.txt (2 lines)."]
+    assert captured(GeminiProvider(), "gemini", DATA / "gemini" / "success.jsonl",
+                    Path("/x")) == [
+        "Gemini CLI session 4de99ee4-4762-4143-b232-cff89a59787e (gemini-2.5-pro)",
+        "Write hello.txt", "Bash cat hello.txt", "Created hello.txt (2 lines)."]
+    # Errors read as errors, not as JSON events.
+    failed = captured(GeminiProvider(), "gemini", DATA / "gemini" / "fail-midturn.jsonl",
+                      Path("/x"))
+    assert failed[1] == "Write one.txt" and failed[-1].startswith("error: [API Error:")
+    budget = captured(ClaudeProvider(), "claude", DATA / "claude" / "budget.jsonl",
+                      Path("/WORK/repo"))
+    assert budget[-1] == "error: stopped at its --max-budget-usd"
+    midturn = captured(CodexProvider(), "codex", DATA / "codex" / "fail-midturn.jsonl",
+                       Path("/x"))
+    assert midturn[1] == "Bash echo one > one.txt" and midturn[-1].startswith("error: ")
+    # aider prints text: its lines are its log, as they are.
+    aider = (DATA / "aider" / "success.stdout.txt").read_text().splitlines()
+    assert captured(AiderProvider(), "aider", DATA / "aider" / "success.stdout.txt",
+                    Path("/x")) == aider
+    for shown in (failed, budget, midturn):
+        assert not any(line.lstrip().startswith("{") for line in shown)
+
+
+def test_gemini_s_streamed_words_are_shown_a_whole_line_at_a_time(tmp_path: Path) -> None:
+    pieces = ['{"type":"init","session_id":"s","model":"m"}',
+              '{"type":"message","role":"assistant","content":"Fixed the ","delta":true}',
+              '{"type":"message","role":"assistant","content":"bug.\\nAll ","delta":true}',
+              '{"type":"message","role":"assistant","content":"tests pass.","delta":true}',
+              '{"type":"result","status":"success","stats":{}}']
+    capture = tmp_path / "deltas.jsonl"
+    capture.write_text("\n".join(pieces) + "\n")
+    assert captured(GeminiProvider(), "gemini", capture, tmp_path) == [
+        "Gemini CLI session s (m)", "Fixed the bug.", "All tests pass."]
+
+
+def test_a_rendered_stream_goes_whole_to_its_raw_file(tmp_path: Path) -> None:
+    """The plumbing every agent target uses: the log, the tail and each line's callback get
+    what a person reads, the raw file the stream byte for byte, however it is cut."""
+    stream = (DATA / "claude" / "success.jsonl").read_bytes()
+    log, raw = tmp_path / "t.log", tmp_path / "t.jsonl"
+    seen: list[str] = []
+    tail: list[str] = []
+    provider = ClaudeProvider()
+    req = AgentRequest("t", "run", Agent.model_validate({"provider": "claude"}),
+                       Path("/WORK/repo"), tmp_path / "p", tmp_path / "r", tmp_path / "u", 1, {})
+    usage = Usage()
+    sink, raw_sink = process.LogFile(log), process.LogFile(raw)
+    lines = process.Lines(sink, tail, seen.append, "=== header",
+                          render=lambda line: provider.parse_line(line, usage, req),
+                          raw=raw_sink)
+    for start in range(0, len(stream), 777):  # pieces that cut lines anywhere
+        lines.feed(stream[start:start + 777])
+    lines.close()
+    sink.close()
+    raw_sink.close()
+    assert raw.read_bytes() == stream
+    assert log.read_text().splitlines() == ["=== header", *seen]
+    assert seen[1:] == ["Write hello.txt", "Created hello.txt."] and tail == seen
+    assert usage.tokens == 300  # read for usage as it went
+
+
+@pytest.fixture(scope="module")
+def claude() -> str:
+    return installed_cli("install_claude.sh")
+
+
+def claude_build(repo: Path, agentfile_cli: Run, claude: str, home: Path,
+                 plan: list[Callable[[dict[str, Any]], dict[str, Any]] | dict[str, Any]],
+                 manifest: str, *args: str, delay: float = 0.0) -> Result:
+    with AnthropicStandin(list(plan), delay=delay) as server:
+        claude_commit(repo, manifest)
+        return agentfile_cli("build", *args, cwd=repo,
+                             env=claude_environment(server, claude, home))
+
+
+def test_a_claude_target_s_log_reads_as_text_and_logs_shows_its_result(
+        repo: Path, agentfile_cli: Run, claude: str, tmp_path: Path) -> None:
+    result = claude_build(
+        repo, agentfile_cli, claude, tmp_path,
+        [claude_write("hello.txt", "hi\n"), tool_use("Bash", {"command": "echo checked"}),
+         text("Created hello.txt.")],
+        'hello:\n    agent = claude\n    isolation = none\n    prompt = "Create hello.txt"\n')
+    assert result.code == 0, result.out + result.err
+    log = agentfile_cli("logs", "hello", cwd=repo)
+    shown = log.out.splitlines()
+    assert shown[0].startswith("=== agentfile: attempt 1")
+    session = next(n for n, line in enumerate(shown) if line.startswith("Claude Code session"))
+    # (the header's command line holds the prompt, which ends with a newline)
+    assert shown[session + 1:] == ["Write hello.txt", "Bash echo checked",
+                                   "Created hello.txt."], shown
+    final = agentfile_cli("logs", "hello", "--result", cwd=repo)
+    assert final.code == 0 and final.out == "Created hello.txt.\n"
+    assert json.loads(agentfile_cli("logs", "hello", "--result", "--json", cwd=repo).out)[
+        "result"] == "Created hello.txt."
+    raw = [json.loads(x) for x in
+           agentfile_cli("logs", "hello", "--raw", cwd=repo).out.splitlines()]
+    assert raw[0]["type"] == "system" and raw[-1]["type"] == "result"
+    rows = [json.loads(x) for x in
+            agentfile_cli("logs", "hello", "--json", cwd=repo).out.splitlines()]
+    assert [r["line"] for r in rows] == shown and rows[0]["target"] == "hello"
+    write(repo, 'check:\n    run = "echo ok"\n')
+    assert agentfile_cli("build", cwd=repo).code == 0
+    none = agentfile_cli("logs", "check", "--result", cwd=repo)
+    assert none.code == 2 and "no final message" in none.err
+    assert agentfile_cli("logs", "check", "--raw", cwd=repo).code == 2
+
+
+def test_a_claude_target_over_its_budget_is_said_in_words(repo: Path, agentfile_cli: Run,
+                                                          claude: str, tmp_path: Path) -> None:
+    result = claude_build(
+        repo, agentfile_cli, claude, tmp_path, [claude_write("a.txt", "a\n"), text("done")],
+        'spend:\n    agent = claude\n    isolation = none\n    prompt = "write a"\n'
+        '    budget = $0.001\n')
+    assert result.code == 1
+    line = next(ln for ln in plain_lines(result.out) if ln.startswith("over-budget"))
+    assert "{" not in line, line  # no JSON event quoted
+
+
+def test_the_board_shows_an_agent_s_last_tool_call_not_its_json(
+        repo: Path, claude: str, tmp_path: Path) -> None:
+    with AnthropicStandin([claude_write("hello.txt", "hi\n"), text("Created hello.txt.")],
+                          delay=2.0) as server:
+        claude_commit(repo, 'hello:\n    agent = claude\n    isolation = none\n'
+                            '    prompt = "Create hello.txt"\n')
+        seen, code = on_a_terminal(repo, ["build"], claude_environment(server, claude, tmp_path))
+    assert code == 0, seen
+    board = seen.split("Created hello.txt.")[0]
+    assert "Write hello.txt" in board and '{"type"' not in seen, seen
+
+
+def test_the_board_shows_waiting_targets_and_why(repo: Path) -> None:
+    write(repo, 'a:\n    run = "sleep 1.5"\n    always = true\n'
+          'b:\n    run = "true"\n    always = true\n')
+    seen, code = on_a_terminal(repo, ["build", "-j1"], {})
+    assert code == 0, seen
+    assert "waiting" in seen and "no free job slot (all 1 in use: -j1)" in seen, seen
+
+
+def on_a_terminal(repo: Path, args: list[str], env: dict[str, str]) -> tuple[str, int]:
+    """Run agentfile on a pseudo-terminal (the live board); all it drew, and its exit."""
+    main, secondary = pty.openpty()
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", *args], cwd=repo,
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
+                            env={**base, **env, "TERM": "xterm", "COLUMNS": "160"})
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([main], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the build has closed it
+                    seen += os.read(main, 65536)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(main)
+    return seen.decode(errors="replace"), proc.returncode

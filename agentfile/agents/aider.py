@@ -51,6 +51,7 @@ def read_analytics(path: Path) -> list[dict[str, object]]:
 
 class AiderProvider:
     name = "aider"
+    raw_stream = False  # it prints text: its log is its output, as it is
 
     def check(self) -> None:
         binary()
@@ -72,8 +73,8 @@ class AiderProvider:
         argv += list(request.agent.args)
         return AgentCommand(argv)
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
-        return None
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
+        return [line]
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         """Usage so far, from the analytics log aider appends to as it goes."""

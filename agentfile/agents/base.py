@@ -1,7 +1,8 @@
 """The provider protocol: how one agent CLI is run without a person (SPEC 7).
 
 A provider builds the command for a prompt, reads the CLI's own output while it runs (usage,
-session, final message), and decides success from those events as well as the exit code.
+session, final message, and the text a person reads of it), and decides success from those
+events as well as the exit code.
 """
 
 from __future__ import annotations
@@ -84,14 +85,19 @@ class AgentVerdict:
 
 class Provider(Protocol):
     name: str
+    # Its output is a stream for machines (JSON lines): kept whole in a file beside the
+    # log, which gets what parse_line renders of it.
+    raw_stream: bool
 
     def check(self) -> None:
         """Raise UsageError when the CLI cannot run here (not installed), before a build."""
 
     def command(self, request: AgentRequest) -> AgentCommand: ...
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
-        """Read one line of the CLI's output while it runs (usage, session, result)."""
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
+        """Read one line of the CLI's output while it runs (usage, session, result), and
+        return what a person reads of it: the agent's words, one line per tool call, [] for
+        what is only for machines."""
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         """Called ten times a second: read usage the CLI writes elsewhere than stdout."""

@@ -11,6 +11,7 @@ sum of `model_usage_since_last_result[*].costUSD` when the CLI reports it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from agentfile.agents.base import (
@@ -20,7 +21,16 @@ from agentfile.agents.base import (
     Usage,
     too_long_for_an_argument,
 )
-from agentfile.agents.events import find_cli, json_line
+from agentfile.agents.events import (
+    SHOWN_ARGUMENTS,
+    find_cli,
+    first_of,
+    json_line,
+    mapping,
+    prose,
+    sequence,
+    tool_line,
+)
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
 
@@ -39,6 +49,7 @@ class ClaudeState:
 
 class ClaudeProvider:
     name = "claude"
+    raw_stream = True
 
     def __init__(self) -> None:
         self.states: dict[str, ClaudeState] = {}
@@ -67,10 +78,10 @@ class ClaudeProvider:
         return AgentCommand(argv, env, unset=("CLAUDECODE",),
                             stdin=request.prompt_file if piped else None)
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
         event = json_line(line)
         if event is None:
-            return
+            return [line]  # not an event: a warning of the CLI's, as it is
         state = self.states.setdefault(request.result_file.as_posix(), ClaudeState())
         if isinstance(event.get("session_id"), str):
             state.session = event["session_id"]
@@ -94,6 +105,7 @@ class ClaudeProvider:
                     counts.get("cache_read_input_tokens") or 0) + int(
                     counts.get("cache_creation_input_tokens") or 0)
                 usage.output_tokens = int(counts.get("output_tokens") or 0)
+        return readable(event, request.workspace)
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
@@ -115,3 +127,47 @@ class ClaudeProvider:
                                 state.session, status)
         return AgentVerdict(True, message, None, state.session)
 
+
+
+_ENDINGS = {"error_max_budget_usd": "stopped at its --max-budget-usd",
+            "error_max_turns": "stopped at its --max-turns",
+            "error_during_execution": "it failed while running"}
+
+
+def readable(event: dict[str, Any], workspace: Path) -> list[str]:
+    """What a person reads of one stream-json event: the assistant's text, a line per tool
+    call, a tool's error (a denied permission too), and a run's error."""
+    kind = event.get("type")
+    message = mapping(event.get("message"))
+    blocks = sequence(message.get("content"))
+    shown: list[str] = []
+    if kind == "system" and event.get("subtype") == "init":
+        shown.append(f"Claude Code session {event.get('session_id')} "
+                     f"({event.get('model') or 'default model'})")
+    elif kind == "assistant":
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                shown += prose(block.get("text"))
+            elif block.get("type") == "tool_use":
+                tool = str(block.get("name") or "tool")
+                shown.append(tool_line(tool, first_of(block.get("input"), SHOWN_ARGUMENTS),
+                                       workspace))
+    elif kind == "user":
+        for block in blocks:
+            if isinstance(block, dict) and block.get("type") == "tool_result" and \
+                    block.get("is_error"):
+                shown.append("  " + tool_line("error:", _result_text(block.get("content"))))
+    elif kind == "result" and (event.get("is_error") or event.get("subtype") != "success"):
+        why = event.get("result") if isinstance(event.get("result"), str) else None
+        subtype = str(event.get("subtype") or "")
+        shown.append(f"error: {why or _ENDINGS.get(subtype) or subtype or 'the run failed'}")
+    return shown
+
+
+def _result_text(content: object) -> str:
+    """A tool result's text: a string, or the text blocks of a list."""
+    if isinstance(content, list):
+        return " ".join(str(b.get("text") or "") for b in content if isinstance(b, dict))
+    return str(content or "")

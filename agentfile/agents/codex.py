@@ -9,6 +9,10 @@ counted for that thread are subtracted. Codex reports no cost: dollars are token
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import Any
+
 from agentfile.agents.base import (
     AgentCommand,
     AgentRequest,
@@ -16,7 +20,15 @@ from agentfile.agents.base import (
     Usage,
     too_long_for_an_argument,
 )
-from agentfile.agents.events import find_cli, json_line, number
+from agentfile.agents.events import (
+    find_cli,
+    json_line,
+    mapping,
+    number,
+    prose,
+    sequence,
+    tool_line,
+)
 
 BINARY_VARIABLE = "AGENTFILE_CODEX"
 
@@ -35,6 +47,7 @@ class _Attempt:
 
 class CodexProvider:
     name = "codex"
+    raw_stream = True
 
     def __init__(self) -> None:
         self.attempts: dict[str, _Attempt] = {}
@@ -60,10 +73,10 @@ class CodexProvider:
         self.attempts[str(request.result_file)] = _Attempt()
         return AgentCommand(argv, stdin=request.prompt_file if piped else None)
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
         event = json_line(line)
         if event is None:
-            return
+            return [line]  # not an event: a notice of the CLI's, as it is
         state = self.attempts.setdefault(str(request.result_file), _Attempt())
         kind = event.get("type")
         if kind == "thread.started":
@@ -85,6 +98,7 @@ class CodexProvider:
         elif kind == "turn.failed":
             error = event.get("error") or {}
             state.failure = str(error.get("message") or "the turn failed")
+        return readable(event, request.workspace)
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
@@ -97,3 +111,53 @@ class CodexProvider:
             return AgentVerdict(True, state.message, None, session)
         why = state.failure or (f"Codex ended (exit {exit_code}) without completing its turn")
         return AgentVerdict(False, state.message, f"Codex reported an error: {why}", session)
+
+
+_CHANGES = {"add": "Write", "update": "Edit", "delete": "Delete"}
+
+
+def readable(event: dict[str, Any], workspace: Path) -> list[str]:
+    """What a person reads of one `codex exec --json` event: the agent's messages, a line
+    per command (when it starts; its exit status when it failed) and per file changed,
+    errors and notices."""
+    kind = event.get("type")
+    item = mapping(event.get("item"))
+    what = item.get("type")
+    if kind == "thread.started":
+        return [f"Codex thread {event.get('thread_id')}"]
+    if kind == "item.started" and what == "command_execution":
+        return [tool_line("Bash", _unwrapped(str(item.get("command") or "")))]
+    if kind == "item.completed":
+        if what == "agent_message":
+            return prose(item.get("text"))
+        if what == "command_execution" and item.get("exit_code") not in (0, None):
+            return [f"  exit {item.get('exit_code')}"]
+        if what == "file_change":
+            changes = sequence(item.get("changes"))
+            failed = " (failed)" if item.get("status") == "failed" else ""
+            return [tool_line(_CHANGES.get(str(c.get("kind")), "Change"), c.get("path"),
+                              workspace) + failed for c in changes if isinstance(c, dict)]
+        if what == "mcp_tool_call":
+            return [tool_line("Tool", f"{item.get('server')}.{item.get('tool')}")]
+        if what == "web_search":
+            return [tool_line("WebSearch", item.get("query"))]
+        if what == "error":
+            return [f"warning: {item.get('message')}"]
+    if kind == "error":
+        return [f"warning: {event.get('message')}"]
+    if kind == "turn.failed":
+        error = mapping(event.get("error"))
+        return [f"error: {error.get('message') or 'the turn failed'}"]
+    return []
+
+
+def _unwrapped(command: str) -> str:
+    """`/bin/bash -c 'cat x'` as `cat x`: the shell Codex wraps every command in says
+    nothing."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) == 3 and words[0].endswith(("sh", "bash", "zsh")) and words[1] in ("-c", "-lc"):
+        return words[2]
+    return command

@@ -14,6 +14,7 @@ MESSAGE_LINES = 20
 
 class CommandProvider:
     name = "command"
+    raw_stream = False  # it prints text: its log is its output, as it is
 
     def check(self) -> None:
         return None
@@ -23,8 +24,8 @@ class CommandProvider:
         command, carried = substitute_shell(request.agent.command, request.placeholders)
         return AgentCommand(command, carried)
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
-        return None
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
+        return [line]
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None

@@ -1,10 +1,13 @@
-"""What the CLI providers share: finding the CLI, reading its JSON-lines output."""
+"""What the CLI providers share: finding the CLI, reading its JSON-lines output, and
+writing it as lines a person reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 from agentfile.errors import UsageError
@@ -38,3 +41,53 @@ def json_line(line: str) -> dict[str, Any] | None:
 
 def number(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+# What a person reads of an agent's stream (logs, the board's last line, failure lines): the
+# agent's words, and each tool call as one line (`Write src/a.py`, `Bash pytest -q`).
+DETAIL_CHARS = 160  # a tool call's argument, as shown; the raw stream keeps it whole
+
+
+def tool_line(tool: str, detail: object, workspace: Path | None = None) -> str:
+    """`Tool detail`: the detail's first line, a path inside the workspace made relative,
+    clipped to DETAIL_CHARS."""
+    text = str(detail or "").strip()
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if workspace is not None and first.startswith("/"):
+        with contextlib.suppress(ValueError):
+            first = str(Path(first).relative_to(workspace)) or "."
+    if len(lines) > 1:
+        first += " …"
+    if len(first) > DETAIL_CHARS:
+        first = first[:DETAIL_CHARS - 1] + "…"
+    return f"{tool} {first}".rstrip()
+
+
+def prose(text: object) -> list[str]:
+    """An agent's words as lines, without blank lines at either end."""
+    return str(text or "").strip("\n").splitlines() if str(text or "").strip() else []
+
+
+def first_of(arguments: object, keys: tuple[str, ...]) -> object:
+    """The first of `keys` a tool call's arguments hold: what its line shows."""
+    if not isinstance(arguments, dict):
+        return ""
+    for key in keys:
+        if arguments.get(key):
+            return arguments[key]
+    return ""
+
+
+SHOWN_ARGUMENTS = ("file_path", "notebook_path", "command", "pattern", "path", "absolute_path",
+                   "url", "query", "description", "prompt")
+
+
+def mapping(value: object) -> dict[str, Any]:
+    """A field of an event that should be an object; {} when it is not."""
+    return value if isinstance(value, dict) else {}
+
+
+def sequence(value: object) -> list[Any]:
+    """A field of an event that should be a list; [] when it is not."""
+    return value if isinstance(value, list) else []

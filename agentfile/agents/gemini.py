@@ -10,6 +10,9 @@ run still "succeeds"), and a model: the default `auto` first asks a classifier.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from agentfile.agents.base import (
     AgentCommand,
     AgentRequest,
@@ -17,7 +20,16 @@ from agentfile.agents.base import (
     Usage,
     too_long_for_an_argument,
 )
-from agentfile.agents.events import find_cli, json_line, number
+from agentfile.agents.events import (
+    SHOWN_ARGUMENTS,
+    find_cli,
+    first_of,
+    json_line,
+    mapping,
+    number,
+    prose,
+    tool_line,
+)
 
 BINARY_VARIABLE = "AGENTFILE_GEMINI"
 DEFAULT_MODEL = "gemini-2.5-pro"
@@ -35,10 +47,12 @@ class _Attempt:
         self.session: str | None = None
         self.parts: list[str] = []
         self.result: dict[str, object] | None = None
+        self.unsaid = ""  # streamed words not yet shown: the line they are on goes on
 
 
 class GeminiProvider:
     name = "gemini"
+    raw_stream = True
 
     def __init__(self) -> None:
         self.attempts: dict[str, _Attempt] = {}
@@ -57,23 +71,31 @@ class GeminiProvider:
         self.attempts[str(request.result_file)] = _Attempt()
         return AgentCommand(argv, stdin=request.prompt_file if piped else None)
 
-    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> None:
+    def parse_line(self, line: str, usage: Usage, request: AgentRequest) -> list[str]:
         event = json_line(line)
         if event is None:
-            return
+            return [line]  # not an event: a warning of the CLI's, as it is
         state = self.attempts.setdefault(str(request.result_file), _Attempt())
         kind = event.get("type")
-        if kind == "init":
-            state.session = str(event.get("session_id") or "") or None
-        elif kind == "message" and event.get("role") == "assistant":
+        if kind == "message" and event.get("role") == "assistant":
+            content = str(event.get("content") or "")
             if not event.get("delta"):
                 state.parts = []
-            state.parts.append(str(event.get("content") or ""))
+            state.parts.append(content)
+            # Words come in pieces: a line is shown once it is whole (or the words end).
+            state.unsaid += content if event.get("delta") else content + "\n"
+            whole, _, state.unsaid = state.unsaid.rpartition("\n")
+            return prose(whole)
+        shown = prose(state.unsaid) + readable(event, request.workspace)
+        state.unsaid = ""
+        if kind == "init":
+            state.session = str(event.get("session_id") or "") or None
         elif kind == "result":
             state.result = event
             stats = event.get("stats") or {}
             usage.input_tokens = number(stats.get("input_tokens"))
             usage.output_tokens = number(stats.get("output_tokens"))
+        return shown
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
@@ -94,3 +116,30 @@ class GeminiProvider:
         else:
             why = f"exit {exit_code} without a successful result"
         return AgentVerdict(False, message, f"Gemini CLI reported an error: {why}", session)
+
+
+# Gemini CLI's tools by the names Claude Code gives the same ones: one vocabulary in logs.
+_TOOLS = {"write_file": "Write", "replace": "Edit", "run_shell_command": "Bash",
+          "read_file": "Read", "read_many_files": "Read", "glob": "Glob",
+          "search_file_content": "Grep", "list_directory": "List", "web_fetch": "WebFetch",
+          "google_web_search": "WebSearch", "save_memory": "Memory"}
+
+
+def readable(event: dict[str, Any], workspace: Path) -> list[str]:
+    """What a person reads of one stream-json event besides the assistant's words (which
+    come in pieces, joined by the provider): a line per tool call, errors, how it ended."""
+    kind = event.get("type")
+    if kind == "init":
+        return [f"Gemini CLI session {event.get('session_id')} ({event.get('model')})"]
+    if kind == "tool_use":
+        name = str(event.get("tool_name") or "tool")
+        return [tool_line(_TOOLS.get(name, name),
+                          first_of(event.get("parameters"), SHOWN_ARGUMENTS), workspace)]
+    error = mapping(event.get("error"))
+    if kind == "tool_result" and event.get("status") == "error":
+        return ["  " + tool_line("error:", error.get("message") or "the tool failed")]
+    if kind == "error":
+        return [f"warning: {event.get('message')}"]
+    if kind == "result" and event.get("status") != "success":
+        return [f"error: {error.get('message') or 'the run failed'}"]
+    return []

@@ -61,31 +61,93 @@ def _decode(row: dict[str, Any]) -> None:
         row["argv"] = json.loads(row["argv"]) if row["argv"] else []
 
 
-def logs(*, file: str | None, target: str, run: str | None, follow: bool) -> int:
+def logs(*, file: str | None, target: str, run: str | None, follow: bool,
+         result: bool = False, raw: bool = False, as_json: bool = False) -> int:
+    """A target's log as a person reads it; its agent's final message (`result`); or the
+    agent's stream as its CLI wrote it (`raw`). `as_json`: JSON lines, for tools."""
     layout = layout_for(file)
     live = _live_run(layout) if follow and run is None else None
     run_id = run or live or _latest_run_with(layout, target)
-    path = RunFiles(layout.run_dir(run_id)).log(target)
-    if live is not None and not path.is_file():
+    files = RunFiles(layout.run_dir(run_id))
+    log = files.log(target)
+    if live is not None and not log.is_file():
         # Following during a build: this build's log of the target, once it starts (an
         # earlier build's log, shown at once, would be the wrong one).
         print(f"agentfile: waiting for '{target}' to start in build {run_id}", file=sys.stderr)
-        while not path.is_file() and not _target_done(layout, run_id, target):
+        while not log.is_file() and not _target_done(layout, run_id, target):
             time.sleep(FOLLOW_POLL_SECONDS)
-    if not path.is_file():
+    if not log.is_file():
         raise UsageError(f"no log of '{target}' in run {run_id}")
+    if result:
+        while follow and not _target_done(layout, run_id, target):
+            time.sleep(FOLLOW_POLL_SECONDS)  # its final message comes at its end
+        return _final_message(files, run_id, target, as_json=as_json)
+    path = files.raw(target) if raw else log
+    if not path.is_file():
+        raise UsageError(f"'{target}' has no raw stream in run {run_id}: its log is its "
+                         "output as printed (see `agentfile logs " + target + "`)")
+    out = _LinesAsJson(run_id, target) if as_json and not raw else _Bytes()
     with open(path, "rb") as handle:
-        sys.stdout.buffer.write(handle.read())
-        sys.stdout.flush()
+        out.write(handle.read())
         while follow and not _target_done(layout, run_id, target):
             chunk = handle.read()
             if chunk:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                out.write(chunk)
             else:
                 time.sleep(FOLLOW_POLL_SECONDS)
-        sys.stdout.buffer.write(handle.read())
+        out.write(handle.read())
+    out.close()
     return EXIT_OK
+
+
+def _final_message(files: RunFiles, run_id: str, target: str, *, as_json: bool) -> int:
+    """`logs --result`: the final message of the target's last attempt in that run."""
+    try:
+        text = files.result(target).read_text(encoding="utf-8")
+    except OSError:
+        raise UsageError(f"'{target}' left no final message in run {run_id} (a run target "
+                         "has none; an agent that failed early may not)") from None
+    if as_json:
+        print_json({"run": run_id, "target": target, "result": text})
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return EXIT_OK
+
+
+class _Bytes:
+    """A log to standard output as it is, flushed as it comes (`logs -f`)."""
+
+    def write(self, data: bytes) -> None:
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        sys.stdout.flush()
+
+
+class _LinesAsJson:
+    """A log as JSON lines, `{"run", "target", "line"}` each, whole lines only."""
+
+    def __init__(self, run_id: str, target: str) -> None:
+        self.head = {"run": run_id, "target": target}
+        self.partial = b""
+
+    def write(self, data: bytes) -> None:
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        for line in lines:
+            self._line(line)
+        if lines:
+            sys.stdout.flush()
+
+    def _line(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace")
+        sys.stdout.write(json.dumps({**self.head, "line": text}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.partial:
+            self._line(self.partial)
+        sys.stdout.flush()
 
 
 def _latest_run_with(layout: Layout, target: str) -> str:

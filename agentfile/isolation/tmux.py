@@ -272,6 +272,21 @@ class _Exit:
             self.fd = None
 
 
+class _Copied:
+    """A log whose every write is also copied to a pane."""
+
+    def __init__(self, sink: process.Sink, copy: Callable[[bytes], None]) -> None:
+        self.sink = sink
+        self.copy = copy
+
+    def write(self, data: bytes, /) -> object:
+        self.copy(data)
+        return self.sink.write(data)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
 class _Stream:
     """Moves the command's output from the fifo into the log a line at a time (as
     process.run does), and copies it to the pane's terminal for people watching. The copy
@@ -279,10 +294,20 @@ class _Stream:
     so a slow pane can never stall the target or the log."""
 
     def __init__(self, fd: int, sink: BinaryIO, on_line: Callable[[str], None] | None,
-                 header: str = "") -> None:
+                 launch: process.Launch) -> None:
         self.fd = fd
         self.tail: list[str] = []
-        self.lines = process.Lines(sink, self.tail, on_line, header)
+        try:
+            self.raw = process.LogFile(launch.raw_log) if launch.raw_log is not None else None
+        except OSError:
+            sink.close()  # its owner, run_in_pane, has no stream to close it through
+            raise
+        self.lines = process.Lines(sink, self.tail, on_line, launch.header,
+                                   render=launch.render, raw=self.raw)
+        # An agent's JSON stream is shown in its pane as its log has it, for people.
+        self.rendered = launch.render is not None
+        if self.rendered:
+            self.lines.sink = _Copied(sink, self.copy)
         self.eof = False
         self.mirror: int | None = None
         self.pending = bytearray()
@@ -292,8 +317,14 @@ class _Stream:
         if data is None:
             self.eof = True
         elif data:
-            self.copy(data)
+            if not self.rendered:
+                self.copy(data)
             self.lines.feed(data)
+
+    def close_logs(self) -> None:
+        self.lines.sink.close()
+        if self.raw is not None:
+            self.raw.close()
 
     def copy(self, data: bytes) -> None:
         if self.mirror is None:
@@ -398,7 +429,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
         # the launcher is past the gate, holding it open: an end of file is then real.
         out_fd = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
         sink = open(log, "ab", buffering=0)  # noqa: SIM115 (closed in finally, with out_fd)
-        stream = _Stream(out_fd, sink, on_line, launch.header)
+        stream = _Stream(out_fd, sink, on_line, launch)
         descriptor = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(_launcher(launch, cwd, gate=gate, out=out))
@@ -450,7 +481,7 @@ def run_in_pane(session: TmuxSession, window_name: str, launch: process.Launch, 
             for fd in (stream.fd, stream.mirror):
                 if fd is not None:
                     os.close(fd)
-            stream.lines.sink.close()
+            stream.close_logs()
         if pane is not None:
             session.server.cmd("kill-window", "-t", pane)
         shutil.rmtree(work, ignore_errors=True)

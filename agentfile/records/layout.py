@@ -103,6 +103,11 @@ class Layout:
             raise UsageError(f"cannot keep build state in {self.state_dir}: {why}") from None
 
 
+def raw_log(log: Path) -> Path:
+    """Beside a target's log `NAME.log`, its agent's stream for machines: `NAME.jsonl`."""
+    return log.with_suffix(".jsonl")
+
+
 @dataclass(frozen=True)
 class RunFiles:
     """Paths of one build's files: events, summary, and per-target logs, prompts, results."""
@@ -136,6 +141,10 @@ class RunFiles:
 
     def log(self, target: str) -> Path:
         return self._logs / f"{target_path(target)}.log"
+
+    def raw(self, target: str) -> Path:
+        """An agent's output stream as its CLI wrote it (the log has what a person reads)."""
+        return raw_log(self.log(target))
 
     def prompt(self, target: str) -> Path:
         return self._prompts / f"{target_path(target)}.md"

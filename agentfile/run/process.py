@@ -205,6 +205,10 @@ class Launch:
     tag: str = ""  # marks the tree's environment, to find members that escaped it
     header: str = ""  # a line for the log before the output (what runs, and when)
     stdin: Path | None = None  # a file to read standard input from (else /dev/null)
+    # An agent's stream for machines: each line as a person reads it (its log gets these),
+    # and the file the stream goes to whole, for tools.
+    render: Callable[[str], list[str]] | None = None
+    raw_log: Path | None = None
 
 
 TAIL_LINES = 40
@@ -322,15 +326,23 @@ MAX_PARTIAL = 64 << 20
 
 class Lines:
     """A process's output as it arrives: into its log (secrets masked), the tail, and
-    `on_line`, a whole line at a time. Shared by headless runs and tmux panes."""
+    `on_line`, a whole line at a time. Shared by headless runs and tmux panes.
+
+    With `render` (an agent's JSON stream), the log, the tail and `on_line` get the lines a
+    person reads, and `raw` the stream as it came."""
 
     def __init__(self, sink: Sink, tail: list[str],
-                 on_line: Callable[[str], None] | None, header: str = "") -> None:
+                 on_line: Callable[[str], None] | None, header: str = "", *,
+                 render: Callable[[str], list[str]] | None = None,
+                 raw: Sink | None = None) -> None:
         if header:
             sink.write(_masked(header.encode("utf-8") + b"\n"))
         self.sink = sink
         self.tail = tail
         self.on_line = on_line
+        self.render = render
+        self.raw = raw
+        self.spilled = False  # the line going on was too long to keep whole: not rendered
         # The line not ended yet, in the pieces it came in: joined once, when it ends (joining
         # at every read would cost the square of a long line's length).
         self.partial: list[bytes] = []
@@ -351,26 +363,56 @@ class Lines:
         lines = b"".join([*self.partial, data[:end]]).split(b"\n")
         rest = data[end + 1:]
         self.partial, self.pending = ([rest], len(rest)) if rest else ([], 0)
-        self.sink.write(_masked(b"\n".join(lines) + b"\n"))
-        for raw in lines:
-            self._line(raw)
+        self._lines(lines)
 
     def close(self) -> None:
         """The last line, when the output did not end with a newline."""
         if self.partial:
             last = b"".join(self.partial)
             self.partial, self.pending = [], 0
-            self.sink.write(_masked(last + b"\n"))
-            self._line(last)
+            self._lines([last])
+
+    def _lines(self, lines: list[bytes]) -> None:
+        """Whole lines: into the log in one write, then each to the tail and `on_line`."""
+        if self.render is None:
+            self.sink.write(_masked(b"\n".join(lines) + b"\n"))
+            for raw in lines:
+                self._line(raw)
+            return
+        if self.raw is not None:
+            self.raw.write(_masked(b"\n".join(lines) + b"\n"))
+        shown: list[str] = []
+        for raw in lines:
+            if self.spilled:  # the end of a line whose start went to the raw stream only
+                self.spilled = False
+                shown.append("[a line too long to show: see the raw stream]")
+                continue
+            for line in self.render(self._text(raw)):
+                shown.append(line)
+                self._shown(line)
+        if shown:
+            self.sink.write("\n".join(shown).encode("utf-8", "surrogateescape") + b"\n")
 
     def _spill(self) -> None:
         """Write what came of an overlong line; its end, when it comes, is the line that
         the tail and `on_line` see."""
-        self.sink.write(_masked(b"".join(self.partial)))
+        piece = _masked(b"".join(self.partial))
+        if self.render is None:
+            self.sink.write(piece)
+        else:
+            if self.raw is not None:
+                self.raw.write(piece)
+            self.spilled = True
         self.partial, self.pending = [], 0
 
     def _line(self, raw: bytes) -> None:
-        text = redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        self._shown(self._text(raw))
+
+    @staticmethod
+    def _text(raw: bytes) -> str:
+        return redactor().text(raw.decode("utf-8", errors="replace").rstrip("\r"))
+
+    def _shown(self, text: str) -> None:
         self.tail.append(text)
         del self.tail[:-TAIL_LINES]
         if self.on_line is not None:
@@ -390,16 +432,20 @@ class Started:
         self.launch = launch
         self.begun = time.monotonic()
         self.sink = LogFile(log)
+        self.raw: LogFile | None = None
         self.fd = -1
         try:
+            if launch.raw_log is not None:
+                self.raw = LogFile(launch.raw_log)
             self.tail: list[str] = []
-            self.lines = Lines(self.sink, self.tail, on_line, launch.header)
+            self.lines = Lines(self.sink, self.tail, on_line, launch.header,
+                               render=launch.render, raw=self.raw)
             env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
             command = launch.command
             argv = command if isinstance(command, list) else direct_argv(command)
             self.leader, self.fd = spawn(argv, command, launch.cwd, env, launch.stdin)
         except BaseException:
-            self.sink.close()
+            self.close()
             raise
         self.pid = self.leader.pid
         self.eof = False
@@ -496,7 +542,7 @@ class Started:
         self.leader.wait()
         _reap(known)
         self._drain()
-        error = self.sink.error
+        error = self.sink.error or (self.raw.error if self.raw is not None else None)
         return Outcome(self.leader.returncode, stopped, time.monotonic() - self.begun,
                        self.tail, log_error=error.strerror or str(error) if error else None)
 
@@ -515,3 +561,5 @@ class Started:
             os.close(self.fd)
             self.fd = -1
         self.sink.close()
+        if self.raw is not None:
+            self.raw.close()

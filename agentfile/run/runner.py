@@ -27,6 +27,7 @@ from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute, substitute_shell
 from agentfile.manifest.model import Agent, Budget, FileRef
+from agentfile.records.layout import raw_log
 from agentfile.run import process
 from agentfile.run.process import Steps
 from agentfile.secrets import redactor
@@ -48,6 +49,7 @@ class Progress:
     attempt: int = 0
     phase: str = "preparing"  # its workspace; then running, verifying (the board's state)
     last_line: str = ""
+    retry_reason: str | None = None  # how the attempt before this one ended, on a retry
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     rss_bytes: int = 0
@@ -120,6 +122,8 @@ class Job:
     terminal: TmuxSession | None = None  # run in a window of this tmux session
     budget_usd_left: Callable[[], float | None] = lambda: None
     tag: str = ""
+    # Each line a person reads of its output, as it comes (`build --verbose`): (target, line).
+    echo: Callable[[str, str], None] | None = None
     # The build's environment, copied once (reading os.environ costs more than a dict copy).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -317,6 +321,7 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
         if attempt.status not in RETRYABLE or job.cancel.is_set():
             break
         failure = attempt.error
+        job.progress.retry_reason = attempt.status + (f": {failure}" if failure else "")
     return result
 
 
@@ -344,12 +349,14 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     for name in call.unset if call else ():
         env.pop(name, None)
 
-    def on_line(line: str) -> None:
-        if line.strip():
-            progress.last_line = line
-        if call is not None:
-            call.provider.parse_line(line, usage, call.request)
-            progress.cost_usd = usage.priced(call.request.agent)
+    on_line = _shown_lines(job)
+
+    def render(line: str) -> list[str]:
+        """An agent's line: read for usage, and what a person reads of it."""
+        assert call is not None
+        shown = call.provider.parse_line(line, usage, call.request)
+        progress.cost_usd = usage.priced(call.request.agent)
+        return shown
 
     def on_start(pid: int) -> None:
         progress.pid = pid
@@ -358,7 +365,10 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     sampler = Sampler(job, usage, call.request if call else None) \
         if call is not None or job.budget is not None else None
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
-                            _log_header(number, command), call.stdin if call else None)
+                            _log_header(number, command), call.stdin if call else None,
+                            render=render if call is not None else None,
+                            raw_log=raw_log(job.log) if call is not None and
+                            call.provider.raw_stream else None)
     progress.phase = "running"
     outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
                                  job.known)
@@ -454,9 +464,24 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(None, command, label="verify"))
     job.progress.phase = "verifying"
-    outcome = yield process.Call(launch, job.log, cancel=job.cancel, known=job.known)
+    outcome = yield process.Call(launch, job.log, _shown_lines(job), cancel=job.cancel,
+                                 known=job.known)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
+
+
+def _shown_lines(job: Job) -> Callable[[str], None]:
+    """What becomes of each line a person reads of a target's output: the board's last
+    line, and with `build --verbose` the build's output."""
+    progress, echo, name = job.progress, job.echo, job.target.name
+
+    def on_line(line: str) -> None:
+        if line.strip():
+            progress.last_line = line
+        if echo is not None:
+            echo(name, line)
+
+    return on_line
 
 
 def _log_header(attempt: int | None, command: str | list[str], label: str = "attempt") -> str:
