@@ -7,8 +7,10 @@ exit code without a traceback (SPEC 5.5).
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -28,11 +30,32 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        raise SystemExit(f"agentfile: error: {message}") from None
+        suggestion = self._suggestion(message)
+        if message.startswith("argument COMMAND: invalid choice:"):
+            message = f"unknown command {message.split(': ')[2].split(' (')[0]}"
+        raise SystemExit(f"agentfile: error: {message}{suggestion}") from None
+
+    def _suggestion(self, message: str) -> str:
+        """'; did you mean ...?' for a mistyped command or option, as git says it."""
+        if found := re.search(r"invalid choice: '([^']*)'", message):
+            word = found.group(1)
+            known = re.findall(r"'([^']*)'", message.partition("(choose from")[2])
+        elif found := re.search(r"unrecognized arguments: (\S+)", message):
+            word = found.group(1).split("=", 1)[0]
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        else:
+            return ""
+        close = difflib.get_close_matches(word, known, n=3, cutoff=0.6)
+        return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+UNLIMITED = 0  # -j without a number: as many at once as there are targets (make's -j)
 
 
 def _jobs(text: str) -> int:
     """-j's number: a whole number of at least 1 (build and plan alike)."""
+    if text == "unlimited":
+        return UNLIMITED
     try:
         jobs = int(text)
     except ValueError:
@@ -61,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build targets (default: options.default, else all)")
     _manifest_options(build)
     build.add_argument("targets", nargs="*", metavar="TARGET")
-    build.add_argument("-j", "--jobs", type=_jobs, metavar="N", help="run at most N at once")
+    build.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                       help="run at most N at once (-j alone: no limit)")
     build.add_argument("-k", "--keep-going", action="store_true",
                        help="after a failure, still run what does not depend on it")
     build.add_argument("-n", "--dry-run", action="store_true",
@@ -95,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(plan)
     plan.add_argument("targets", nargs="*", metavar="TARGET")
     plan.add_argument("-j", "--jobs", type=_jobs, metavar="N",
-                      help="job slots to estimate with")
+                      help="job slots to estimate with (-j alone: no limit)")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
     graph = sub.add_parser("graph", help="the dependency graph after fan-out")
@@ -144,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--by", choices=("day", "agent", "target", "repo"), default="day")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
 
-    attach = sub.add_parser("attach", help="attach to the tmux session of the running build")
+    attach = sub.add_parser("attach", help="attach to the tmux session of the running build "
+                            "(switch to it inside tmux)")
     _manifest_options(attach)
+    attach.add_argument("target", nargs="?", metavar="TARGET",
+                        help="at the window of this running target")
 
     clean = sub.add_parser("clean", help="remove the worktrees, branches and tmux sessions "
                            "agentfile made (never unmerged work without --force)")
@@ -215,7 +242,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                                 as_json=args.json)
         if name == "status":
             return history.status(file=args.file, as_json=args.json, watch=args.watch)
-        return history.attach(file=args.file)
+        return history.attach(file=args.file, target=args.target)
     if name == "report":
         from agentfile.commands.report import report
 
@@ -237,10 +264,33 @@ def _dispatch(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _bare_jobs(argv: Sequence[str]) -> list[str]:
+    """make's `-j` without a number means no limit: a `-j` not followed by a number is
+    given the value `unlimited`, so that `build -j lint` still builds lint."""
+    words = list(argv)
+    for i, word in enumerate(words):
+        if word == "--":
+            break
+        if word in ("-j", "--jobs") and (i + 1 == len(words) or not words[i + 1].isdigit()):
+            words[i] = "--jobs=unlimited"
+    return words
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse; an unknown option is reported with the usage of the command it was given to
+    (argparse's top level would print its own usage)."""
+    args, extra = parser.parse_known_args(_bare_jobs(argv))
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        owner = commands.choices.get(args.command, parser) if args.command else parser
+        owner.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, sys.argv[1:] if argv is None else argv)
         return _dispatch(args)
     except AgentfileError as err:
         print(err.render(), file=sys.stderr)

@@ -1,7 +1,8 @@
 """Output for people (SPEC 10): the only module that imports rich.
 
-On a terminal, a live board of running targets and a progress line; elsewhere (CI, pipes,
-NO_COLOR) one plain line per event. At the end, a summary table and the build's totals.
+On a terminal, a live board of running targets and a progress line (NO_COLOR drops its
+colour only); elsewhere (CI, pipes) one plain line per event. At the end, a summary table
+and the build's totals.
 rich loads only when something is drawn with it: a build printing plain lines never needs it
 (it would cost a no-op build a tenth of its start-up).
 """
@@ -45,7 +46,17 @@ class LiveRow:
 
 
 def is_interactive(stream: TextIO) -> bool:
-    return stream.isatty() and not os.environ.get("NO_COLOR") and not os.environ.get("CI")
+    """A terminal, not CI: the live board. NO_COLOR drops colour only (no-color.org)."""
+    return stream.isatty() and not os.environ.get("CI")
+
+
+def wants_color(stream: TextIO) -> bool:
+    """Colour on a terminal, unless NO_COLOR; FORCE_COLOR (not 0) asks for it in a pipe too."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "0").lower() not in ("", "0", "false"):
+        return True
+    return is_interactive(stream)
 
 
 def human_size(size: int | None) -> str:
@@ -288,15 +299,16 @@ class Forgiving:
 
 def output_for(stream: TextIO) -> Console | PlainConsole:
     """rich's Console on a terminal, else plain output."""
-    return console_for(stream) if is_interactive(stream) else PlainConsole(stream)
+    return console_for(stream) if is_interactive(stream) or wants_color(stream) \
+        else PlainConsole(stream)
 
 
 def console_for(stream: TextIO) -> Console:
     from rich.console import Console
 
-    interactive = is_interactive(stream)
+    interactive, color = is_interactive(stream), wants_color(stream)
     # markup=False: target names and their output are shown as they are; "[/x]" is text.
-    return Console(file=stream, force_terminal=interactive, no_color=not interactive,
+    return Console(file=stream, force_terminal=interactive or color, no_color=not color,
                    width=None if interactive else 120, highlight=False, soft_wrap=True,
                    markup=False)
 

@@ -18,7 +18,7 @@ from typing import Any, TextIO, cast
 
 from agentfile import agents, ui
 from agentfile.commands.common import load_manifest, print_json
-from agentfile.commands.plan import selected
+from agentfile.commands.plan import job_slots, selected
 from agentfile.errors import (
     EXIT_BUDGET,
     EXIT_FAILED,
@@ -77,7 +77,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         if not options.dry_run:
             raise
         print(f"agentfile: {err} (a build would stop here)", file=sys.stderr)
-    jobs = options.jobs or loaded.manifest.options.jobs or os.cpu_count() or 1
+    jobs = job_slots(loaded, options.jobs, len(names))
     if not options.dry_run:  # -n starts nothing: it needs no descriptors
         jobs = _fit_descriptors(jobs, tmux=options.tmux or any(
             loaded.in_tmux(loaded.graph.targets[n]) for n in names))

@@ -256,8 +256,9 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def attach(*, file: str | None) -> int:
-    """Attach this terminal to the running build's tmux session (replaces this process)."""
+def attach(*, file: str | None, target: str | None = None) -> int:
+    """Attach this terminal to the running build's tmux session, at TARGET's window if
+    named (replaces this process); inside tmux, switch this client to it instead."""
     layout = layout_for(file)
     live = holder(layout.lock_file)
     if not live:
@@ -271,7 +272,26 @@ def attach(*, file: str | None) -> int:
     if not sessions:
         raise UsageError(f"build {live.get('run')} runs no target in tmux "
                          "(use `terminal = tmux` on a target, or `agentfile build --tmux`)")
+    where = f"={sessions[0]}"
+    if target is not None:
+        from agentfile.isolation.tmux import PLACEHOLDER_WINDOW, TmuxSession
+
+        windows = TmuxSession(sessions[0]).windows()
+        windows.pop(PLACEHOLDER_WINDOW, None)
+        if target not in windows:
+            running = ", ".join(sorted(windows)) or "none"
+            raise UsageError(f"target {target} has no window in build {live.get('run')}'s "
+                             f"tmux session (targets running there now: {running})")
+        where = f"{where}:{windows[target]}"
     if not sys.stdin.isatty():
-        print(sessions[0])  # not a terminal: say which session, for `tmux attach -t`
+        print(where)  # not a terminal: say where, for `tmux attach -t`
         return EXIT_OK
-    os.execvp("tmux", ["tmux", "attach-session", "-t", f"={sessions[0]}"])
+    os.execvp("tmux", tmux_argv(where, inside_tmux=bool(os.environ.get("TMUX"))))
+
+
+def tmux_argv(where: str, *, inside_tmux: bool) -> list[str]:
+    """How to show a tmux session (or window): inside tmux a nested attach is refused,
+    so this client switches to it instead."""
+    if inside_tmux:
+        return ["tmux", "switch-client", "-t", where]
+    return ["tmux", "attach-session", "-t", where]

@@ -19,6 +19,13 @@ def selected(loaded: LoadedManifest, targets: list[str]) -> list[str]:
     return g.select(loaded.graph, loaded.resolve(wanted))
 
 
+def job_slots(loaded: LoadedManifest, jobs: int | None, targets: int) -> int:
+    """-j N, else `options.jobs`, else the CPUs; -j alone (0) is no limit: one per target."""
+    if jobs == 0:
+        return max(targets, 1)
+    return jobs or loaded.manifest.options.jobs or os.cpu_count() or 1
+
+
 def earlier_durations(loaded: LoadedManifest, names: list[str]) -> tuple[dict[str, float], int]:
     """Each target's duration in its last successful run; targets never run count at the
     median of the known ones. Also how many were guessed that way."""
@@ -35,7 +42,7 @@ def earlier_durations(loaded: LoadedManifest, names: list[str]) -> tuple[dict[st
 def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool) -> int:
     loaded = load_manifest(file)
     names = selected(loaded, targets)
-    slots = jobs or loaded.manifest.options.jobs or os.cpu_count() or 1
+    slots = job_slots(loaded, jobs, len(names))
     durations, guessed = earlier_durations(loaded, names)
     waves = g.waves(loaded.graph, names)
     critical = g.critical_path(loaded.graph, names, durations or None)

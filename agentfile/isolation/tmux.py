@@ -143,6 +143,14 @@ class TmuxSession:
             process.stop_tree(pid, grace=1.0)
         return True
 
+    def windows(self) -> dict[str, str]:
+        """Each window's name and id (`@3`): a target's window is named after the target,
+        and a name with `.` or `:` in it cannot be a part of a tmux target, an id can."""
+        result = self.server.cmd("list-windows", "-t", self.target,
+                                 "-F", "#{window_id} #{window_name}")
+        return {name: wid for wid, _, name in (line.partition(" ") for line in result.stdout)
+                } if result.returncode == 0 else {}
+
     def _pane_processes(self) -> dict[int, float]:
         found: dict[int, float] = {}
         result = self.server.cmd("list-panes", "-s", "-t", self.target, "-F", "#{pane_pid}")
