@@ -271,7 +271,8 @@ def _bare_jobs(argv: Sequence[str]) -> list[str]:
     for i, word in enumerate(words):
         if word == "--":
             break
-        if word in ("-j", "--jobs") and (i + 1 == len(words) or not words[i + 1].isdigit()):
+        if word in ("-j", "--jobs") and (i + 1 == len(words)
+                                         or not words[i + 1].lstrip("-").isdigit()):
             words[i] = "--jobs=unlimited"
     return words
 

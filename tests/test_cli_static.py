@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from conftest import Run, git
@@ -28,8 +29,9 @@ def test_check_ok_and_json(repo: Path, agentfile_cli: Run) -> None:
     result = agentfile_cli("check", cwd=repo)
     assert result.code == 0, result.err
     assert "4 targets" in result.out
-    result = agentfile_cli("check", "--json", cwd=repo)
-    assert json.loads(result.out) == {"ok": True, "problems": [], "targets": 4}
+    # b's agent (claude, the default) can run: nothing to warn about.
+    result = agentfile_cli("check", "--json", cwd=repo, env={"AGENTFILE_CLAUDE": sys.executable})
+    assert json.loads(result.out) == {"ok": True, "problems": [], "targets": 4, "warnings": []}
 
 
 def test_check_bad_exits_2_with_caret(repo: Path, agentfile_cli: Run) -> None:

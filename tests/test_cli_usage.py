@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import re
@@ -171,3 +172,20 @@ def test_attach_target_switches_a_tmux_client_to_its_window(repo: Path,
         subprocess.run(["tmux", "kill-session", "-t", f"={mine}"], capture_output=True)
         out, _ = build.communicate(timeout=60)
     assert build.returncode == 0, out.decode()
+
+
+def test_every_missing_agent_cli_is_named_at_once(repo: Path, agentfile_cli: Run) -> None:
+    commit(repo, "".join(f'{name}:\n    agent = {provider}\n    prompt = "p"\n'
+                         for name, provider in (("g1", "gemini"), ("g2", "gemini"),
+                                                ("ai", "aider"))))
+    env = {"AGENTFILE_GEMINI": str(repo / "no-gemini"), "AGENTFILE_AIDER": str(repo / "no-aider")}
+    built = agentfile_cli("build", cwd=repo, env=env)
+    assert built.code == 2
+    assert "AGENTFILE_GEMINI=" in built.err and "(for targets g1, g2)" in built.err
+    assert "AGENTFILE_AIDER=" in built.err and "(for target ai)" in built.err
+    checked = agentfile_cli("check", cwd=repo, env=env)
+    assert checked.code == 0 and "ok: 3 targets" in checked.out
+    warnings = [line for line in checked.err.splitlines() if line.startswith("agentfile: warning")]
+    assert len(warnings) == 2 and "g1, g2" in warnings[0] and "ai" in warnings[1]
+    as_json = agentfile_cli("check", "--json", cwd=repo, env=env)
+    assert as_json.code == 0 and len(json.loads(as_json.out)["warnings"]) == 2

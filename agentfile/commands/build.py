@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from agentfile import agents, ui
-from agentfile.commands.common import load_manifest, print_json
+from agentfile.commands.common import load_manifest, missing_clis, print_json
 from agentfile.commands.plan import job_slots, selected
 from agentfile.errors import (
     EXIT_BUDGET,
@@ -202,16 +202,13 @@ def _limits(loaded: LoadedManifest, options: BuildOptions) -> Limits:
 
 
 def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
-    """Refuse before anything starts: a provider this version cannot run."""
-    for name in names:
-        target = loaded.graph.targets[name]
-        _, agent = loaded.agent_definition(target)
-        if agent is not None:
-            try:
-                agents.provider(agent.provider).check()
-            except UsageError as err:
-                raise UsageError(f"target '{name}': {err}") from None
-
+    """Refuse before anything starts: every agent CLI that cannot run here, all at once."""
+    missing = missing_clis(loaded, names)
+    if len(missing) == 1:
+        raise UsageError(missing[0])
+    if missing:
+        raise UsageError("agent CLIs this build needs cannot run here:\n  " +
+                         "\n  ".join(missing))
 
 
 def _last_run(layout: Layout) -> dict[str, Any] | None:

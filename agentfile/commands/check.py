@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from agentfile.commands.common import load_manifest, print_json
+from agentfile.commands.common import load_manifest, missing_clis, print_json
 from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
 from agentfile.manifest.load import display_path, load
 from agentfile.manifest.locate import manifest_path
@@ -12,12 +12,16 @@ from agentfile.ui import plural
 
 
 def check(*, file: str | None, as_json: bool) -> int:
+    """A valid manifest exits 0, even when an agent CLI it names is missing here (that is
+    this machine's state, not the manifest's): such CLIs are warned about, all at once."""
     if not as_json:
         loaded = load_manifest(file)
         templates = len(loaded.manifest.targets)
         print(f"{display_path(loaded.path)}: ok: {plural(templates, 'target')} "
               f"({len(loaded.targets)} after fan-out), "
               f"{plural(len(loaded.manifest.agents), 'agent')}")
+        for warning in missing_clis(loaded, list(loaded.graph.order)):
+            print(f"agentfile: warning: {warning}", file=sys.stderr)
         return EXIT_OK
     try:
         loaded = load(manifest_path(file))
@@ -29,5 +33,6 @@ def check(*, file: str | None, as_json: bool) -> int:
         print_json({"ok": False, "problems": [problem.as_json()]})
         print(err.render(), file=sys.stderr)
         return err.exit_code
-    print_json({"ok": True, "problems": [], "targets": len(loaded.targets)})
+    print_json({"ok": True, "problems": [], "targets": len(loaded.targets),
+                "warnings": missing_clis(loaded, list(loaded.graph.order))})
     return EXIT_OK

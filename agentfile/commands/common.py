@@ -20,6 +20,27 @@ def load_manifest(file: str | None) -> LoadedManifest:
     return load(manifest_path(file))
 
 
+def missing_clis(loaded: LoadedManifest, names: list[str]) -> list[str]:
+    """Every agent CLI these targets need that cannot run here, one line each, naming the
+    targets that need it: all at once, not one per try."""
+    from agentfile import agents
+
+    needed: dict[str, list[str]] = {}
+    for name in names:
+        _, agent = loaded.agent_definition(loaded.graph.targets[name])
+        if agent is not None:
+            needed.setdefault(agent.provider, []).append(name)
+    lines = []
+    for provider, targets in needed.items():
+        try:
+            agents.provider(provider).check()
+        except UsageError as err:
+            shown = ", ".join(targets[:3]) + (f" and {len(targets) - 3} more"
+                                              if len(targets) > 3 else "")
+            lines.append(f"{err} (for {'target' if len(targets) == 1 else 'targets'} {shown})")
+    return lines
+
+
 def write_output(file: str, text: str) -> None:
     """`-o FILE` / `--html FILE`: a place that cannot take the file is the user's to fix."""
     try:
