@@ -1,7 +1,9 @@
 """The plan: selection, topological order, waves, critical path and a schedule estimate.
 
 Pure functions over concrete targets; no I/O. The scheduler orders ready targets by the same
-key `plan` uses for its estimate: higher priority, then longer remaining path, then file order.
+key `plan` uses for its estimate: higher priority, then longer remaining path, then file order;
+and `plan` admits them by the scheduler's rules (locks, `exclusive`, the main checkout,
+`max_parallel`, canaries), so that its waves and estimate show what a build will do.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import heapq
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from agentfile.manifest.expand import ConcreteTarget
 
@@ -71,6 +73,100 @@ def _find_cycle(targets: Mapping[str, ConcreteTarget], stuck: set[str]) -> list[
         path.append(nxt)
 
 
+def with_canaries(graph: Graph, names: Sequence[str]) -> Graph:
+    """The graph as a build runs it: within a fan-out with `canary = N`, every instance
+    past the first N also waits for those N."""
+    first: dict[str, list[str]] = {}
+    for name in names:
+        target = graph.targets[name]
+        limit = target.definition.canary
+        if limit is not None and target.instance is not None and target.instance < limit:
+            first.setdefault(target.template, []).append(name)
+    if not first:
+        return graph
+    targets = dict(graph.targets)
+    dependents = {k: list(v) for k, v in graph.dependents.items()}
+    for name in names:
+        target = targets[name]
+        limit = target.definition.canary
+        if limit is not None and target.instance is not None and target.instance >= limit:
+            canaries = first.get(target.template, [])
+            targets[name] = replace(target, deps=(*target.deps, *canaries))
+            for canary in canaries:
+                dependents[canary].append(name)
+    return Graph(targets, graph.order, {k: tuple(v) for k, v in dependents.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What can keep a target from starting beside others, as the scheduler admits them
+    (`Scheduler._admit`): its locks, `exclusive`, its place in the main checkout (`branch`
+    has it alone; `dir()` folders that overlap do not run together) and its agent's
+    `max_parallel`."""
+
+    locks: frozenset[str] = field(default_factory=frozenset)
+    exclusive: bool = False
+    checkout: str | None = None  # "branch", "none" or a dir() folder; None: a worktree
+    agent: str | None = None
+    max_parallel: int | None = None
+
+
+FREE = Admission()
+
+
+def held_back(candidate: Admission, running: Sequence[Admission]) -> str | None:
+    """Why `candidate` cannot start beside `running` (None: it can). "wait-all": an
+    exclusive target that waits for every other, and that nothing else overtakes."""
+    if any(r.exclusive for r in running):
+        return "exclusive"
+    if candidate.exclusive and running:
+        return "wait-all"
+    if any(candidate.locks & r.locks for r in running):
+        return "lock"
+    if candidate.max_parallel is not None and sum(
+            r.agent == candidate.agent for r in running) >= candidate.max_parallel:
+        return "max_parallel"
+    if candidate.checkout is not None:
+        shared = [r.checkout for r in running if r.checkout is not None]
+        if shared and (candidate.checkout == "branch" or "branch" in shared):
+            return "checkout"
+        if candidate.checkout not in ("branch", "none") and any(
+                _overlap(candidate.checkout, other) for other in shared
+                if other not in ("branch", "none")):
+            return "checkout"
+    return None
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Folders (relative, `/`-separated, "." the root) of which one holds the other."""
+    if a == "." or b == ".":
+        return True
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _admit_round(ready: list[tuple[tuple[float, float, int], str]],
+                 running: list[Admission], slots: int,
+                 rules: Mapping[str, Admission]) -> list[str]:
+    """Start what may start from the `ready` heap, in key order, beside `running` (both
+    updated): the scheduler's loop. Those held back stay in `ready`."""
+    started: list[str] = []
+    skipped = []
+    while ready and len(running) < slots:
+        key, name = heapq.heappop(ready)
+        rule = rules.get(name, FREE)
+        reason = held_back(rule, running)
+        if reason is not None:
+            skipped.append((key, name))
+            if reason == "wait-all":
+                break
+            continue
+        running.append(rule)
+        started.append(name)
+    for item in skipped:
+        heapq.heappush(ready, item)
+    return started
+
+
 def select(graph: Graph, wanted: Iterable[str]) -> list[str]:
     """The wanted targets and everything they need, in topological order."""
     keep: set[str] = set()
@@ -109,16 +205,27 @@ def remaining_path(graph: Graph, names: Sequence[str],
     return length
 
 
-def waves(graph: Graph, names: Sequence[str]) -> list[list[str]]:
-    """Targets grouped by depth: a wave can start once every earlier wave is done."""
-    depth: dict[str, int] = {}
+def waves(graph: Graph, names: Sequence[str],
+          rules: Mapping[str, Admission] | None = None) -> list[list[str]]:
+    """Targets grouped in rounds: a wave starts once every earlier wave is done. Without
+    rules, by dependency depth; with them, a target held back (a lock, `exclusive`, the
+    checkout, `max_parallel`) moves to a later wave."""
     chosen = set(names)
-    for name in names:
-        deps = [depth[d] for d in graph.targets[name].deps if d in chosen]
-        depth[name] = 1 + max(deps, default=-1)
-    out: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-    for name in names:
-        out[depth[name]].append(name)
+    waiting = {n: sum(1 for d in graph.targets[n].deps if d in chosen) for n in names}
+    remaining = remaining_path(graph, names)
+    ready = [(start_key(graph.targets[n], remaining[n]), n) for n in names if not waiting[n]]
+    heapq.heapify(ready)
+    out: list[list[str]] = []
+    while ready:
+        wave = _admit_round(ready, [], len(names), rules or {})
+        out.append(sorted(wave, key=lambda n: graph.targets[n].index))
+        for done in wave:
+            for child in graph.dependents[done]:
+                if child in chosen:
+                    waiting[child] -= 1
+                    if not waiting[child]:
+                        heapq.heappush(ready, (start_key(graph.targets[child],
+                                                         remaining[child]), child))
     return out
 
 
@@ -153,8 +260,10 @@ class Estimate:
 
 
 def estimate(graph: Graph, names: Sequence[str], jobs: int,
-             durations: Mapping[str, float] | None = None) -> Estimate:
-    """Sequential time against a list-scheduling simulation with `jobs` slots.
+             durations: Mapping[str, float] | None = None,
+             rules: Mapping[str, Admission] | None = None) -> Estimate:
+    """Sequential time against a list-scheduling simulation with `jobs` slots, admitting
+    targets by `rules` as the scheduler does.
 
     Unknown durations count as one unit each, so the result is then in target-steps.
     """
@@ -165,13 +274,15 @@ def estimate(graph: Graph, names: Sequence[str], jobs: int,
     waiting = {n: sum(1 for d in graph.targets[n].deps if d in chosen) for n in names}
     ready = [(start_key(graph.targets[n], remaining[n]), n) for n in names if not waiting[n]]
     heapq.heapify(ready)
-    running: list[tuple[float, str]] = []
+    running: list[tuple[float, int, str]] = []  # (ends, start order, name)
+    started = 0
     now = 0.0
     while ready or running:
-        while ready and len(running) < max(jobs, 1):
-            _, name = heapq.heappop(ready)
-            heapq.heappush(running, (now + cost[name], name))
-        now, done = heapq.heappop(running)
+        admitted = [(rules or {}).get(n, FREE) for _, _, n in running]
+        for name in _admit_round(ready, admitted, max(jobs, 1), rules or {}):
+            started += 1
+            heapq.heappush(running, (now + cost[name], started, name))
+        now, _, done = heapq.heappop(running)
         for child in graph.dependents[done]:
             if child in chosen:
                 waiting[child] -= 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from agentfile import agents, ui
+from agentfile import ui
 from agentfile.commands.common import load_manifest, missing_clis, print_json
 from agentfile.commands.plan import job_slots, selected
 from agentfile.errors import (

@@ -7,7 +7,9 @@ import os
 from agentfile import graph as g
 from agentfile.commands.common import load_manifest, print_json
 from agentfile.errors import EXIT_OK
+from agentfile.isolation.directory import relative_dir
 from agentfile.manifest.load import LoadedManifest
+from agentfile.manifest.model import DirRef
 from agentfile.records.layout import Layout
 from agentfile.records.state import open_store
 from agentfile.ui import plural
@@ -39,20 +41,61 @@ def earlier_durations(loaded: LoadedManifest, names: list[str]) -> tuple[dict[st
     return g.with_guesses(known, names)
 
 
+def admission_rules(loaded: LoadedManifest, names: list[str]) -> dict[str, g.Admission]:
+    """What keeps each target from starting beside others, as the scheduler admits them."""
+    rules: dict[str, g.Admission] = {}
+    for name in names:
+        target = loaded.graph.targets[name]
+        if target.kind == "group":
+            continue
+        definition = target.definition
+        isolation = loaded.isolation_of(target)
+        checkout = None if isolation == "worktree" else (
+            relative_dir(loaded.root, loaded.path.parent, isolation.dir)
+            if isinstance(isolation, DirRef) else isolation)
+        agent_name, agent = loaded.agent_definition(target)
+        rule = g.Admission(frozenset(definition.locks), definition.exclusive, checkout,
+                           agent_name, agent.max_parallel if agent else None)
+        if rule != g.FREE:
+            rules[name] = rule
+    return rules
+
+
+def serialised_by(rules: dict[str, g.Admission]) -> list[str]:
+    """What, among the rules, makes targets wait for each other: for the plan's reader."""
+    reasons: dict[str, int] = {}
+    limits: dict[str, int] = {}
+    for rule in rules.values():
+        found = [f"lock {lock}" for lock in sorted(rule.locks)]
+        found += ["exclusive"] if rule.exclusive else []
+        found += ["branch isolation, one at a time in the checkout"] \
+            if rule.checkout == "branch" else []
+        if rule.max_parallel is not None:
+            found.append(reason := f"agent {rule.agent} at most {rule.max_parallel} at once")
+            limits[reason] = rule.max_parallel
+        for reason in found:
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return [f"{reason} ({count} targets)" for reason, count in reasons.items()
+            if count > limits.get(reason, 1)]
+
+
 def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool) -> int:
     loaded = load_manifest(file)
     names = selected(loaded, targets)
     slots = job_slots(loaded, jobs, len(names))
     durations, guessed = earlier_durations(loaded, names)
-    waves = g.waves(loaded.graph, names)
-    critical = g.critical_path(loaded.graph, names, durations or None)
-    estimate = g.estimate(loaded.graph, names, slots, durations or None)
+    graph = g.with_canaries(loaded.graph, names)
+    rules = admission_rules(loaded, names)
+    waves = g.waves(graph, names, rules)
+    critical = g.critical_path(graph, names, durations or None)
+    estimate = g.estimate(graph, names, slots, durations or None, rules)
     if as_json:
         print_json({
             "targets": len(names),
             "jobs": slots,
             "waves": waves,
             "critical_path": critical,
+            "serialised_by": serialised_by(rules),
             "estimate": {"unit": "seconds" if estimate.known else "targets",
                          "sequential": estimate.sequential, "parallel": estimate.parallel,
                          "guessed": guessed},
@@ -64,6 +107,8 @@ def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: boo
     length = f"{sum(durations[n] for n in critical):.3g}s" if durations else \
         plural(len(critical), "target")
     print(f"critical path ({length}): {' -> '.join(critical)}")
+    if serial := serialised_by(rules):
+        print(f"serialised by: {'; '.join(serial)}")
     unit = "s" if estimate.known else " target-steps"
     speedup = estimate.sequential / estimate.parallel if estimate.parallel else 1.0
     print(f"estimate: sequential {estimate.sequential:.3g}{unit}, parallel "

@@ -157,21 +157,12 @@ class Scheduler:
     def _effective_deps(self) -> dict[str, list[str]]:
         """Dependencies within the selection, plus canaries: the rest of a fan-out waits
         for its first `canary` instances."""
-        targets = self.graph.targets
-        deps = {n: [d for d in targets[n].deps if d in self.chosen] for n in self.names}
-        canaries: dict[str, list[str]] = {}
+        planned = g.with_canaries(self.graph, self.names).targets
         for name in self.names:
-            t = targets[name]
-            limit = t.definition.canary
-            if limit is not None and t.instance is not None and t.instance < limit:
-                canaries.setdefault(t.template, []).append(name)
-        for name in self.names:
-            t = targets[name]
-            limit = t.definition.canary
-            if limit is not None and t.instance is not None and t.instance >= limit:
-                deps[name] += canaries.get(t.template, [])
-                self.canary_deps[name] = canaries.get(t.template, [])
-        return deps
+            extra = planned[name].deps[len(self.graph.targets[name].deps):]
+            if extra:
+                self.canary_deps[name] = list(extra)
+        return {n: [d for d in planned[n].deps if d in self.chosen] for n in self.names}
 
     # -- the loop -----------------------------------------------------------------------
 
