@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--budget", metavar="$X", help="the most this build may spend")
     build.add_argument("--no-merge", action="store_true",
                        help="merge nothing: every worktree target's branch stays for review")
+    build.add_argument("--squash", action="store_true",
+                       help="land the build's work on your branch as one commit")
     build.add_argument("--keep-worktrees", action="store_true",
                        help="leave each target's worktree in place after it ends")
     build.add_argument("--tmux", action="store_true",
@@ -203,6 +205,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
+            squash=args.squash,
             keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
             max_load=args.max_load, tmux=args.tmux))
     if name == "check":

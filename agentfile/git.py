@@ -19,10 +19,12 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 from agentfile.errors import UsageError
 
 _LOCK = threading.RLock()
-AUTHOR_ENV = {
-    "GIT_AUTHOR_NAME": "agentfile", "GIT_AUTHOR_EMAIL": "agentfile@localhost",
-    "GIT_COMMITTER_NAME": "agentfile", "GIT_COMMITTER_EMAIL": "agentfile@localhost",
-}
+# What tools leave that is never a change of anyone's (Python's caches): not committed when
+# untracked, whether or not the repository's .gitignore names them.
+CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+CACHE_SUFFIXES = (".pyc", ".pyo")
+# Who commits when git knows no one: a machine without user.name/user.email (CI, a container).
+FALLBACK_NAME, FALLBACK_EMAIL = "agentfile", "agentfile@localhost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,23 @@ class Git:
                              "need one (or use `isolation = none`)") from None
         self.root = Path(self.repo.working_tree_dir or root)
         self.cmd = self.repo.git
+        self._identity: dict[str, str] | None = None
+
+    def identity(self) -> dict[str, str]:
+        """The environment agentfile's commits are made with: empty when git knows who the
+        user is (GIT_AUTHOR_*/GIT_COMMITTER_*, then the repository's, global and system
+        config, as git itself looks), so the commits are the user's; agentfile's name only
+        for a role git would have to guess."""
+        if self._identity is None:
+            self._identity = {}
+            for role in ("AUTHOR", "COMMITTER"):
+                status, _, _ = self.cmd.execute(
+                    ["git", "-c", "user.useConfigOnly=true", "var", f"GIT_{role}_IDENT"],
+                    with_extended_output=True, with_exceptions=False)
+                if status != 0:
+                    self._identity |= {f"GIT_{role}_NAME": FALLBACK_NAME,
+                                       f"GIT_{role}_EMAIL": FALLBACK_EMAIL}
+        return self._identity
 
     # -- facts --------------------------------------------------------------------------
 
@@ -158,6 +177,7 @@ class Git:
         """Commit everything changed in a worktree (but `exclude`, e.g. a copied `.env`);
         the new commit, or None if there was nothing to commit."""
         tree = git.Repo(path, expand_vars=False)
+        exclude = [*exclude, *caches(untracked_files(path))]
         if exclude:  # git refuses to be told to leave out what it ignores anyway (a .env)
             ignored = set(str(tree.git.check_ignore(*exclude, with_exceptions=False))
                           .splitlines())
@@ -167,7 +187,7 @@ class Git:
                                      with_exceptions=False)
         if status == 0:
             return None  # nothing staged
-        with tree.git.custom_environment(**AUTHOR_ENV):
+        with tree.git.custom_environment(**self.identity()):
             tree.git.commit("-q", "--no-verify", "-m", message)
         return str(tree.git.rev_parse("HEAD"))
 
@@ -204,11 +224,17 @@ class Git:
             if status != 0:
                 raise UsageError(f"git merge-tree failed: {err}")
             tree = fields[0].strip()
-            with self.repo.git.custom_environment(**AUTHOR_ENV):
+            with self.repo.git.custom_environment(**self.identity()):
                 commit = str(self.cmd.commit_tree(tree, "-p", ours, "-p", theirs,
                                                   "-m", message))
             self.cmd.update_ref(f"refs/heads/{into}", commit, ours)
             return MergeResult(True, commit)
+
+    def squash(self, branch: str, onto: str, message: str) -> str:
+        """One new commit on `onto` holding `branch`'s tree (its work, squashed); returned,
+        no branch moved."""
+        with self.repo.git.custom_environment(**self.identity()):
+            return str(self.cmd.commit_tree(f"{branch}^{{tree}}", "-p", onto, "-m", message))
 
     def checkout_new(self, branch: str, at: str) -> None:
         """Switch the main work tree to a new branch at `at` (branch isolation)."""
@@ -228,3 +254,37 @@ class Git:
             except GitCommandError:
                 return False
             return True
+
+
+def untracked_files(path: Path) -> set[str]:
+    """The files of a work tree that git neither tracks nor ignores."""
+    out = git.Repo(path, expand_vars=False).git.ls_files("--others", "--exclude-standard", "-z")
+    return {name for name in str(out).split("\0") if name}
+
+
+def caches(names: Iterable[str]) -> list[str]:
+    """Of these files, the caches among them: their cache folders (`src/__pycache__`),
+    else the files (`a.pyc`)."""
+    found: set[str] = set()
+    for name in names:
+        parts = name.split("/")
+        folder = next((i for i, part in enumerate(parts[:-1]) if part in CACHE_DIRS), None)
+        if folder is not None:
+            found.add("/".join(parts[:folder + 1]))
+        elif name.endswith(CACHE_SUFFIXES):
+            found.add(name)
+    return sorted(found)
+
+
+def remove_new_files(path: Path, before: set[str]) -> list[str]:
+    """Remove the untracked files of a work tree that were not there `before` (and the
+    folders that leaves empty): what a check left behind. Ignored files stay."""
+    gone = sorted(untracked_files(path) - before)
+    for name in gone:
+        target = path / name
+        target.unlink(missing_ok=True)
+        folder = target.parent
+        while folder != path and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+    return gone

@@ -50,7 +50,7 @@ def test_parallel_worktrees_merge_and_land(repo: Path, agentfile_cli: Run) -> No
     worktrees = git(repo, "worktree", "list", "--porcelain")
     assert worktrees.count("worktree ") == 1  # only the user's own
     log = git(repo, "log", "--format=%s")
-    assert "agentfile: a (run" in log and "agentfile: merge " in log
+    assert "agentfile: a\n" in log and "agentfile: merge " in log
 
 
 def test_conflict_keeps_branch_and_leaves_user_untouched(repo: Path, agentfile_cli: Run) -> None:

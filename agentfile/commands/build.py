@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -59,6 +59,7 @@ class BuildOptions:
     as_json: bool = False
     budget: str | None = None
     no_merge: bool = False
+    squash: bool = False
     keep_worktrees: bool = False
     max_memory: str | None = None
     max_load: float | None = None
@@ -110,7 +111,8 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                 request.ledger = Ledger()
             configure_secrets(_environment_of(loaded))
             with _terminal(request, layout, store, run_id):
-                return _run(request, layout, store, run_id, as_json=options.as_json)
+                return _run(request, layout, store, run_id, as_json=options.as_json,
+                            squash=options.squash)
         finally:
             store.close()
             if request.ledger is not None:
@@ -309,7 +311,7 @@ def _fit_descriptors(jobs: int, *, tmux: bool) -> int:
 
 
 def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
-         as_json: bool) -> int:
+         as_json: bool, squash: bool = False) -> int:
     files = RunFiles(layout.run_dir(run_id))
     files.dir.mkdir(parents=True, exist_ok=True)
     store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
@@ -364,7 +366,7 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
                          cost_usd=summary["cost_usd"], tokens=summary["tokens"],
                          duration_s=summary["duration_s"],
                          sequential_s=summary["sequential_s"], counts=summary["counts"])
-        landing = _land(request, outcome) if request.worktrees else None
+        landing = _land(request, outcome, squash=squash) if request.worktrees else None
         if not as_json:
             ui.print_summary(console, summary["targets_table"], summary)
             if outcome.stopped == "budget":
@@ -381,9 +383,10 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     return code
 
 
-def _land(request: BuildRequest, outcome: BuildOutcome) -> str | None:
-    """SPEC 6.1: fast-forward the user's branch to the integration branch when every merge
-    was clean and the work tree is clean; else keep it and say how to land it."""
+def _land(request: BuildRequest, outcome: BuildOutcome, *, squash: bool = False) -> str | None:
+    """Fast-forward the user's branch to the integration branch when every merge was clean
+    and the work tree is clean (`--squash`: to one commit holding its work); else keep it
+    and say how to land it."""
     worktrees = request.worktrees
     assert worktrees is not None
     git, branch = worktrees.git, worktrees.integration
@@ -401,13 +404,37 @@ def _land(request: BuildRequest, outcome: BuildOutcome) -> str | None:
         reasons.append("your checkout moved since the build began")
     if git.dirty_files():
         reasons.append("your work tree has uncommitted changes")
-    if not reasons and git.fast_forward(branch):
+    if not reasons and squash:
+        commit = _squash(worktrees, request.names)
+        if git.fast_forward(commit):
+            worktrees.drop_branch(branch)
+            return (f"landed: {worktrees.start_branch or 'HEAD'} has the build's work as one "
+                    f"commit, {commit[:12]}")
+    elif not reasons and git.fast_forward(branch):
         worktrees.drop_branch(branch)
         return f"landed: {worktrees.start_branch or 'HEAD'} fast-forwarded to the build's work"
     how = "git merge --ff-only" if not outcome.conflicts and git.is_ancestor(
         git.head_commit(), branch) else "git merge"
     return (f"the build's work is on branch {branch} ({'; '.join(reasons) or 'not landed'}); "
             f"land it with: {how} {branch}")
+
+
+def _squash(worktrees: Worktrees, names: Sequence[str]) -> str:
+    """The build's work as one commit on the commit it started from, its message listing the
+    targets merged; their recorded work becomes that commit, so that the next build finds
+    it landed (their own commits never reach the user's branch)."""
+    git, store = worktrees.git, worktrees.store
+    tips = store.work_tips()
+    fresh = git.not_in(tips.values(), worktrees.start_commit) - \
+        git.not_in(tips.values(), worktrees.integration)
+    merged = [name for name in names if tips.get(name) in fresh]
+    lines = "".join(f"- {name}\n" for name in merged)
+    message = (f"agentfile: build {worktrees.run_id} ({ui.plural(len(merged), 'target')})\n\n"
+               f"{lines}\nAgentfile-Run: {worktrees.run_id}\n")
+    commit = git.squash(worktrees.integration, worktrees.start_commit, message)
+    for name in merged:
+        store.record_work(name, commit, worktrees.run_id)
+    return commit
 
 
 def _live_rows(scheduler: Scheduler) -> list[ui.LiveRow]:

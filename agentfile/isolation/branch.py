@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
-from agentfile.isolation.worktree import Worktrees, WorktreeWork
+from agentfile.isolation.worktree import Worktrees, WorktreeWork, commit_message
 from agentfile.manifest.expand import ConcreteTarget
 
 
@@ -34,14 +34,12 @@ def prepare(worktrees: Worktrees, target: ConcreteTarget) -> Workspace:
 
 
 def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
-           status: str) -> WorktreeWork:
+           status: str, agent: str | None = None) -> WorktreeWork:
     """Commit what the target left on its branch, then give the user their checkout back."""
     git = worktrees.git
     assert workspace.detail is not None and workspace.base is not None
     wip = status != "succeeded"
-    message = (f"agentfile: {target.name} (run {worktrees.run_id})" if not wip else
-               f"agentfile: work in progress of {target.name} ({status}, "
-               f"run {worktrees.run_id})")
+    message = commit_message(target, worktrees.run_id, status, agent)
     try:
         git.commit_all(git.root, message,
                        exclude=[*target.definition.copy_files, *workspace.foreign])

@@ -76,7 +76,8 @@ class Places:
             # Runs on every end, Ctrl-C included: what the agent did is committed first.
             result.work = self.worktrees.finish(
                 workspace, job.target, result.status,
-                keep=not self.loaded.checks_merged_work(job.target))
+                keep=not self.loaded.checks_merged_work(job.target),
+                agent=self.loaded.agent_label(job.target))
             result.diff = workspace.diff
         return result
 
@@ -90,7 +91,8 @@ class Places:
         try:
             result = run_target(job, workspace)
         finally:
-            result.work = branch.finish(self.worktrees, workspace, job.target, result.status)
+            result.work = branch.finish(self.worktrees, workspace, job.target, result.status,
+                                        self.loaded.agent_label(job.target))
             result.diff = workspace.diff
         return result
 

@@ -25,6 +25,20 @@ if TYPE_CHECKING:  # GitPython loads only when a build uses worktrees
     from agentfile.git import Git
 
 
+def commit_message(target: ConcreteTarget, run_id: str, status: str,
+                   agent: str | None) -> str:
+    """What a target's commit says: its subject, then trailers naming the target, the agent
+    and the run that made it (`git log --format=%(trailers)` reads them back)."""
+    subject = (f"agentfile: {target.name}" if status == "succeeded" else
+               f"agentfile: work in progress of {target.name} ({status})")
+    description = target.definition.description
+    body = f"{description}\n\n" if description and status == "succeeded" else ""
+    trailers = [f"Agentfile-Target: {target.name}"]
+    trailers += [f"Agentfile-Agent: {agent}"] if agent else []
+    trailers += [f"Agentfile-Run: {run_id}"]
+    return f"{subject}\n\n{body}" + "\n".join(trailers) + "\n"
+
+
 @dataclass
 class WorktreeWork:
     """What a finished worktree target left: its branch, its commits and its diff."""
@@ -77,15 +91,14 @@ class Worktrees:
         return Workspace(path=path, mode="worktree", detail=branch, base=base)
 
     def finish(self, workspace: Workspace, target: ConcreteTarget, status: str, *,
-               keep: bool = True) -> WorktreeWork:
+               keep: bool = True, agent: str | None = None) -> WorktreeWork:
         """Commit what the target left (nothing is lost), note its diff, remove the worktree.
         `keep=False`: a check on the merged work (a run target after agents' work, by
         default): what it left uncommitted (reports, caches) is not its work and goes."""
         assert workspace.detail is not None and workspace.base is not None
         branch = workspace.detail
         wip = status != "succeeded"
-        message = (f"agentfile: {target.name} (run {self.run_id})" if not wip else
-                   f"agentfile: work in progress of {target.name} ({status}, run {self.run_id})")
+        message = commit_message(target, self.run_id, status, agent)
         if keep:
             self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
         tip = self.git.keep_head_on(workspace.path, branch)

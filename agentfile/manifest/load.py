@@ -55,6 +55,13 @@ class LoadedManifest:
             return None, None
         return name, self.manifest.agents.get(name) or Agent.model_validate({"provider": name})
 
+    def agent_label(self, target: ConcreteTarget) -> str | None:
+        """The agent as a person reads it: `claude`, or `migrator (claude)` for a named one."""
+        name, agent = self.agent_definition(target)
+        if name is None or agent is None or agent.provider == name:
+            return name
+        return f"{name} ({agent.provider})"
+
     def checks_merged_work(self, target: ConcreteTarget) -> bool:
         """A run target in a worktree only by default, because it comes after agents' work
         (`test: migrate`): a check on that work, whose leftovers are not kept."""

@@ -464,8 +464,17 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(None, command, label="verify"))
     job.progress.phase = "verifying"
+    # Where the target's work is committed, what the check leaves (a __pycache__ from
+    # py_compile, a report) is not its work: removed, so that it is never committed.
+    committed = workspace.mode in ("worktree", "branch")
+    if committed:
+        from agentfile.git import remove_new_files, untracked_files
+
+        before = untracked_files(workspace.path)
     outcome = yield process.Call(launch, job.log, _shown_lines(job), cancel=job.cancel,
                                  known=job.known)
+    if committed:
+        remove_new_files(workspace.path, before)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
 
