@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--retry-failed", action="store_true",
                        help="only the targets that failed or did not run in the last build")
     build.add_argument("--json", action="store_true", help="events as JSON lines on stdout")
+    build.add_argument("-v", "--verbose", action="store_true",
+                       help="show each target's output as it comes, as `target | line`")
     build.add_argument("--budget", metavar="$X", help="the most this build may spend")
     build.add_argument("--no-merge", action="store_true",
                        help="merge nothing: every worktree target's branch stays for review")
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _manifest_options(report)
     report.add_argument("run", nargs="?", metavar="RUN")
     report.add_argument("--html", metavar="FILE", help="write a self-contained HTML page")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
 
     stats = sub.add_parser("stats", help="what agents spent, from your ledger across repos")
     stats.add_argument("--by", choices=("day", "agent", "target", "repo"), default="day")
@@ -184,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
     clean.add_argument("--force", action="store_true",
                        help="also remove work merged nowhere and dirty worktrees")
+    clean.add_argument("--json", action="store_true",
+                       help="what was removed (or would be) and kept, as JSON")
 
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
@@ -207,7 +212,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
             squash=args.squash,
             keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
-            max_load=args.max_load, tmux=args.tmux))
+            max_load=args.max_load, tmux=args.tmux, verbose=args.verbose))
     if name == "check":
         from agentfile.commands.check import check
 
@@ -249,12 +254,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "report":
         from agentfile.commands.report import report
 
-        return report(file=args.file, run=args.run, html=args.html)
+        return report(file=args.file, run=args.run, html=args.html, as_json=args.json)
     if name == "clean":
         from agentfile.commands.clean import clean
 
         return clean(file=args.file, run=args.run, every=args.every, dry_run=args.dry_run,
-                     force=args.force)
+                     force=args.force, as_json=args.json)
     if name == "stats":
         from agentfile.commands.stats import stats
 

@@ -7,6 +7,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agentfile.ui import money, plural
+
 _COLOURS = {"succeeded": "#2e7d32", "up-to-date": "#9e9e9e", "failed": "#c62828",
             "timeout": "#ef6c00", "over-budget": "#6a1b9a", "oom": "#ad1457",
             "conflict": "#f9a825", "violation": "#d84315", "blocked": "#bdbdbd",
@@ -36,8 +38,10 @@ def timeline_svg(rows: Sequence[Mapping[str, Any]], start: float, end: float) ->
     ticks = []
     for i in range(6):
         x = _LABEL + i * (_WIDTH - _LABEL - 20) / 5
-        ticks.append(f'<text x="{x:.0f}" y="12" font-size="10" fill="#555">'
-                     f"{span * i / 5:.1f}s</text>")
+        # The last label ends at its tick: starting there, it would run off the picture.
+        anchor = "end" if i == 5 else "start"
+        ticks.append(f'<text x="{x:.0f}" y="12" font-size="10" fill="#555" '
+                     f'text-anchor="{anchor}">{span * i / 5:.1f}s</text>')
     height = len(rows) * _ROW + 30
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}">'
             + "".join(ticks) + "".join(bars) + "</svg>")
@@ -54,7 +58,7 @@ def html_page(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
             "<tr>" + f"<td>{html.escape(row['target'])}</td>"
             f'<td style="color:{colour}"><b>{html.escape(row["status"])}</b></td>'
             f"<td>{row['attempts']}</td><td>{row['duration_s']:.1f}s</td>"
-            f"<td>${row['cost_usd']:.4f}</td><td>{row['tokens']}</td>"
+            f"<td>{money(row['cost_usd'])}</td><td>{row['tokens'] or '-'}</td>"
             f"<td>{_size(row.get('peak_rss_bytes'))}</td>"
             f"<td>{html.escape(row.get('detail') or '')}</td></tr>")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
@@ -69,7 +73,8 @@ td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }}
 <p>started {when} · status <b>{html.escape(str(run.get('status')))}</b> ·
 wall {float(run.get('duration_s') or finished - started):.1f}s ·
 sequential estimate {float(run.get('sequential_s') or 0):.1f}s ·
-spent ${float(run.get('cost_usd') or 0):.4f} · {int(run.get('tokens') or 0)} tokens</p>
+spent {money(float(run.get('cost_usd') or 0)) if run.get('cost_usd') else '$0'} ·
+{plural(int(run.get('tokens') or 0), 'token')}</p>
 <h2>Targets</h2>
 <table><tr><th>target</th><th>status</th><th>attempts</th><th>time</th><th>cost</th>
 <th>tokens</th><th>peak memory</th><th>detail</th></tr>

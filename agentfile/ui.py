@@ -9,6 +9,7 @@ rich loads only when something is drawn with it: a build printing plain lines ne
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
@@ -16,13 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from agentfile.records.events import SUCCESS, Event
+from agentfile.records.events import SUCCESS, Event, last_lines
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
     from rich.text import Text
 
 PRETTY_ROWS = 200  # a longer summary is printed as plain columns
+QUOTE = "    | "  # before each line of a target's output quoted under a failure
 WAITING_ROWS = 8  # waiting targets the board shows below the running ones
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
@@ -152,7 +154,12 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
             text += f": {reason}"
             if event.get("attempt"):  # one never started (e.g. refused) has no log
                 text += f"; log: {log_path(event['target'])}"
+            output = event.get("output") or []
+            if len(output) > 1:  # one line is in the reason already
+                text += "".join(f"\n{QUOTE}{line}" for line in output)
         return text
+    if kind == "retrying":
+        return f"retrying   {event['target']} (attempt {event['attempt']}): {event['reason']}"
     if kind == "budget_warning":
         return f"budget     {event.get('scope', 'build')}: {event.get('reached', '')}"
     if kind == "throttled":
@@ -201,13 +208,20 @@ class Board:
                 line = describe(event, self.log_path)
                 if line:
                     self.console.print(Text(line, style=_STYLE.get(event["status"], "")))
-        elif kind in ("budget_warning", "throttled"):
+        elif kind in ("budget_warning", "throttled", "retrying"):
             line = describe(event, self.log_path)
             if line:
                 self.console.print(Text(line, style="yellow"))
 
     def flush(self) -> None:
         """Nothing to do: the board redraws on its own timer."""
+
+    def echo(self) -> Echo:
+        """`--verbose` on a terminal: targets' lines printed above the board."""
+        from rich.text import Text
+
+        return Echo(lambda name, line: self.console.print(
+            Text.assemble((f"{name} | ", "dim"), line)))
 
     def _render(self) -> Group:
         from rich.console import Group
@@ -239,6 +253,37 @@ class Board:
 
     def close(self) -> None:
         self.live.stop()
+
+
+class Echo:
+    """`build --verbose`: each line a person reads of a target's output, as `name | line`
+    (as make and docker compose show it). Lines come from the threads running targets; they
+    are written out with the other reporters' output, at each flush, in the build's thread."""
+
+    def __init__(self, out: Callable[[str, str], object]) -> None:
+        self.out = out
+        self.lines: collections.deque[tuple[str, str]] = collections.deque()
+
+    @classmethod
+    def plain(cls, stream: TextIO, names: Sequence[str]) -> Echo:
+        width = min(max((len(n) for n in names), default=0), 24)
+        return cls(lambda name, line: stream.write(f"{name:<{width}} | {line}\n"))
+
+
+    def __call__(self, target: str, line: str) -> None:
+        self.lines.append((target, line))  # deque.append is safe from any thread
+
+    def emit(self, event: Event) -> None:
+        """Build events are the other reporters' to show; the lines that came before one
+        are written first (a failure's output before its failure line)."""
+        self.flush()
+
+    def flush(self) -> None:
+        while self.lines:
+            self.out(*self.lines.popleft())
+
+    def close(self) -> None:
+        self.flush()
 
 
 class PlainConsole:
@@ -343,9 +388,17 @@ def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, A
             lines.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w)
                                    for i, (v, w) in enumerate(zip(row, widths, strict=True))))
         console.file.write("\n".join(lines) + "\n")
+    for failed in rows:  # why each failed, with the last lines of its output
+        detail = failed.get("detail")
+        if failed["status"] in SUCCESS or failed["status"] == "blocked" or not detail:
+            continue
+        console.print(f"{failed['target']}: {detail.splitlines()[0]}")
+        for line in last_lines(detail):
+            console.print(f"{QUOTE}{line}")
     counts = ", ".join(f"{n} {s}" for s, n in totals["counts"].items())
     console.print(f"{plural(totals['targets'], 'target')}: {counts} · spent "
-                  f"{money(totals['cost_usd'])} · {plural(totals['tokens'], 'token')}")
+                  f"{money(totals['cost_usd']) if totals['cost_usd'] else '$0'} · "
+                  f"{plural(totals['tokens'], 'token')}")
     ran = sum(1 for row in rows if row["attempts"])
     line = f"wall {human_time(totals['duration_s'])}"
     if not ran:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -330,3 +331,84 @@ def on_a_terminal(repo: Path, args: list[str], env: dict[str, str]) -> tuple[str
         proc.wait()
         os.close(main)
     return seen.decode(errors="replace"), proc.returncode
+
+
+# -- run targets' output (item 7), retries and report (item 9) --------------------------------
+
+FAILING = ('lint:\n    run = "echo linting; echo all good"\n'
+           'test:\n    run = "for i in 1 2 3 4 5 6 7; do echo test line $i; done; '
+           'echo FAILED test_y; exit 1"\n')
+
+
+def test_a_failed_target_s_last_lines_are_shown_and_verbose_streams_them(
+        repo: Path, agentfile_cli: Run) -> None:
+    write(repo, FAILING)
+    result = agentfile_cli("build", "-k", "-j1", cwd=repo)
+    assert result.code == 1
+    quoted = ["    | test line 4", "    | test line 5", "    | test line 6",
+              "    | test line 7", "    | FAILED test_y"]
+    out = result.out.splitlines()
+    failure = next(n for n, line in enumerate(out) if "] failed     test" in line)
+    assert out[failure + 1:failure + 6] == quoted, out  # under the failure line
+    summary = out.index("test: exited with 1:")
+    assert out[summary + 1:summary + 6] == quoted, out  # and in the summary
+    assert "linting" not in result.out  # without -v a target's output stays in its log
+    verbose = agentfile_cli("build", "-k", "-j1", "-v", cwd=repo).out.splitlines()
+    assert "test | test line 1" in verbose and "test | FAILED test_y" in verbose
+    # A target's lines come before the line that says how it ended.
+    assert verbose.index("test | FAILED test_y") < next(
+        n for n, line in enumerate(verbose) if "] failed     test" in line)
+    streamed = [json.loads(x) for x in
+                agentfile_cli("build", "-k", "-v", "--json", "test", cwd=repo).out.splitlines()]
+    lines = [e["line"] for e in streamed if e["event"] == "output"]
+    assert lines[0] == "test line 1" and lines[-1] == "FAILED test_y"
+    finished = next(e for e in streamed if e["event"] == "target_finished")
+    assert finished["output"][-1] == "FAILED test_y"
+
+
+def test_a_retry_is_a_line_with_why(repo: Path, agentfile_cli: Run) -> None:
+    write(repo, 'flaky:\n    run = "test -f .ok || { touch .ok; echo broke once; exit 2; }"\n'
+          '    retries = 1\n')
+    result = agentfile_cli("build", cwd=repo)
+    assert result.code == 0, result.out
+    assert "retrying   flaky (attempt 2): failed: exited with 2: broke once" in \
+        plain_lines(result.out)
+    said = [e for e in events(repo) if e["event"] == "retrying"]
+    assert [e["attempt"] for e in said] == [2]
+
+
+def test_report_shows_the_last_build_that_ran_something(repo: Path, agentfile_cli: Run,
+                                                        tmp_path: Path) -> None:
+    write(repo, FAILING.replace("exit 1", "exit 0"))
+    assert agentfile_cli("build", cwd=repo).code == 0
+    ran = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)[0]["id"]
+    assert "nothing ran" in agentfile_cli("build", cwd=repo).out  # a no-op build
+    report = json.loads(agentfile_cli("report", "--json", cwd=repo).out)
+    assert report["run"]["id"] == ran and report["run"]["counts"] == {"succeeded": 2}
+    assert [t["target"] for t in report["targets"]] == ["lint", "test"]
+    assert report["targets"][0]["attempt_rows"][0]["status"] == "succeeded"
+    page = tmp_path / "r.html"
+    assert agentfile_cli("report", "--html", str(page), cwd=repo).code == 0
+    html = page.read_text()
+    assert "$0.0000" not in html and "<td>-</td>" in html  # as the terminal shows it
+    labels = re.findall(r'<text x="(\d+)"[^>]*text-anchor="(\w+)"[^>]*>[\d.]+s</text>', html)
+    assert labels[-1] == ("880", "end")  # the last axis label ends inside the picture
+
+
+def test_clean_json_lists_what_it_removes(repo: Path, agentfile_cli: Run) -> None:
+    git_commit_manifest(repo, 'w:\n    isolation = worktree\n    run = "echo x > w.txt"\n')
+    assert json.loads(agentfile_cli("clean", "--json", cwd=repo).out) == []
+    assert agentfile_cli("build", "--keep-worktrees", cwd=repo).code == 0
+    planned = json.loads(agentfile_cli("clean", "-n", "--json", cwd=repo).out)
+    assert {s["kind"] for s in planned} == {"worktree", "branch"}
+    assert all(s["action"] == "would remove" for s in planned)
+    done = json.loads(agentfile_cli("clean", "--json", cwd=repo).out)
+    assert [s["name"] for s in done] == [s["name"] for s in planned]
+    assert all(s["action"] == "removed" for s in done)
+    assert not Path(done[0]["name"]).exists()
+
+
+def git_commit_manifest(repo: Path, text_: str) -> None:
+    write(repo, text_)
+    subprocess.run(["git", "add", "Agentfile"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "manifest"], cwd=repo, check=True)

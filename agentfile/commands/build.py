@@ -47,6 +47,8 @@ from agentfile.run.scheduler import BuildOutcome, BuildRequest, Running, Schedul
 from agentfile.run.throttle import Limits
 from agentfile.secrets import configure as configure_secrets
 
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
 
 @dataclass
 class BuildOptions:
@@ -64,6 +66,7 @@ class BuildOptions:
     max_memory: str | None = None
     max_load: float | None = None
     tmux: bool = False
+    verbose: bool = False  # each target's output as it comes, `name | line`
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
@@ -112,7 +115,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
             configure_secrets(_environment_of(loaded))
             with _terminal(request, layout, store, run_id):
                 return _run(request, layout, store, run_id, as_json=options.as_json,
-                            squash=options.squash)
+                            squash=options.squash, verbose=options.verbose)
         finally:
             store.close()
             if request.ledger is not None:
@@ -311,7 +314,7 @@ def _fit_descriptors(jobs: int, *, tmux: bool) -> int:
 
 
 def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
-         as_json: bool, squash: bool = False) -> int:
+         as_json: bool, squash: bool = False, verbose: bool = False) -> int:
     files = RunFiles(layout.run_dir(run_id))
     files.dir.mkdir(parents=True, exist_ok=True)
     store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
@@ -339,6 +342,12 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     else:
         live = ui.PlainLines(stdout, log_path)
     reporter = Fanout(events, live)
+    if verbose:  # targets' lines too: as JSON events, above the board, or `name | line`
+        echo = ui.Echo(lambda name, line: stdout.write(_encode(
+            make_event("output", run_id, target=name, line=line)) + "\n")) if as_json else \
+            live.echo() if isinstance(live, ui.Board) else ui.Echo.plain(stdout, request.names)
+        request.echo = echo
+        reporter.reporters.insert(0, echo)
     scheduler.reporter = reporter
     # Signals stay agentfile's until the last record is written: a Ctrl-C as the build ends
     # must not leave it `running` in the state, without a summary.

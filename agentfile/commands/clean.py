@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentfile.commands.common import print_json
 from agentfile.commands.history import layout_for
 from agentfile.errors import EXIT_OK, UsageError
 from agentfile.git import Git
@@ -30,18 +31,24 @@ class Step:
 
 
 def clean(*, file: str | None, run: str | None, every: bool, dry_run: bool,
-          force: bool) -> int:
+          force: bool, as_json: bool = False) -> int:
     layout = layout_for(file)
     store = open_store(layout.database, readonly=dry_run)
     if store is None:
-        print("nothing to clean: no build has run in this repository")
+        if as_json:
+            print_json([])
+        else:
+            print("nothing to clean: no build has run in this repository")
         return EXIT_OK
     try:
         steps = _plan(layout, store, run=run, every=every, force=force)
         for step in steps:
             if step.action == "remove" and not dry_run:
                 _remove(layout, store, step)
-        _report(steps, dry_run=dry_run)
+        if as_json:
+            print_json(_as_json(steps, dry_run=dry_run))
+        else:
+            _report(steps, dry_run=dry_run)
         if not dry_run:
             _prune(layout)
     finally:
@@ -154,6 +161,13 @@ def _prune(layout: Layout) -> None:
     for folder in reversed(folders):
         with contextlib.suppress(OSError):  # not empty: something is still in it
             os.rmdir(folder)
+
+
+def _as_json(steps: list[Step], *, dry_run: bool) -> list[dict[str, str]]:
+    """`clean --json`: each thing removed (or that would be, with -n) or kept, and why."""
+    done = "would remove" if dry_run else "removed"
+    return [{"kind": s.kind, "name": s.name,
+             "action": done if s.action == "remove" else "kept", "why": s.why} for s in steps]
 
 
 def _report(steps: list[Step], *, dry_run: bool) -> None:

@@ -44,7 +44,7 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
     live = _live_run(layout)
     for row in rows:
         _settle(row, live)
-        _decode(row)
+        decode_run(row)
         row.pop("argv", None)
     if as_json:
         print_json(rows)
@@ -53,7 +53,7 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _decode(row: dict[str, Any]) -> None:
+def decode_run(row: dict[str, Any]) -> None:
     """A run's row as data: the state keeps its lists and counts as JSON text."""
     row["counts"] = json.loads(row["counts"]) if row.get("counts") else {}
     row["requested"] = json.loads(row["requested"]) if row.get("requested") else []
@@ -228,7 +228,7 @@ def _last(layout: Layout) -> dict[str, Any] | None:
         store.close()
     if last is not None:
         _settle(last, _live_run(layout))
-        _decode(last)
+        decode_run(last)
     return last
 
 

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 from agentfile import ui
-from agentfile.commands.common import write_output
-from agentfile.commands.history import layout_for, read_store
+from agentfile.commands.common import print_json, write_output
+from agentfile.commands.history import decode_run, layout_for, read_store
 from agentfile.errors import EXIT_OK, UsageError
+from agentfile.records.state import Store
 from agentfile.report import html_page
 
+# How far back `report` looks for a build that ran something, past no-op builds.
+LOOK_BACK = 200
 
-def report(*, file: str | None, run: str | None, html: str | None) -> int:
+
+def report(*, file: str | None, run: str | None, html: str | None,
+           as_json: bool = False) -> int:
     layout = layout_for(file)
     store = read_store(layout)
     try:
-        info = store.run(run) if run else store.last_run(finished=True)
+        info = store.run(run) if run else _last_that_ran(store)
         if info is None:
             raise UsageError(f"no run {run}" if run else "no finished build yet")
         attempts = store.attempts(info["id"])
@@ -32,6 +38,11 @@ def report(*, file: str | None, run: str | None, html: str | None) -> int:
     finally:
         store.close()
     rows.sort(key=lambda r: min((a["started"] for a in r["attempt_rows"]), default=1e18))
+    if as_json:
+        run_row = dict(info)
+        decode_run(run_row)
+        print_json({"run": run_row, "targets": rows})
+        return EXIT_OK
     if html:
         write_output(html, html_page(info, rows))
         print(f"wrote {html}")
@@ -44,6 +55,17 @@ def report(*, file: str | None, run: str | None, html: str | None) -> int:
     ui.print_timeline(console, rows, float(info["started"]),
                       float(info["finished"] or info["started"]))
     return EXIT_OK
+
+
+def _last_that_ran(store: Store) -> dict[str, Any] | None:
+    """The newest finished build that ran a target, past no-op builds (all up to date);
+    the newest finished build when none did."""
+    finished = [r for r in store.runs(LOOK_BACK) if r.get("finished") is not None]
+    for row in finished:
+        counts = json.loads(row["counts"]) if row.get("counts") else {}
+        if any(status != "up-to-date" for status in counts):
+            return row
+    return finished[0] if finished else None
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:

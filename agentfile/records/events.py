@@ -27,6 +27,16 @@ STATUSES = ("succeeded", "up-to-date", "failed", "timeout", "over-budget", "oom"
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
 
+def last_lines(detail: str | None, count: int = 5) -> list[str]:
+    """The last lines of output a failure's detail quotes (after "exited with 1:"), each
+    trimmed: what a failure line and the summary show of a failed target's output."""
+    lines = (detail or "").splitlines()
+    if not lines or not lines[0].endswith(":"):
+        return []
+    shown = [line.rstrip() for line in lines[1:] if line.strip()][-count:]
+    return [line if len(line) <= 200 else line[:199] + "…" for line in shown]
+
+
 def make_event(event: str, run_id: str, **fields: Any) -> Event:
     return {"event": event, "run": run_id, "time": round(time.time(), 3), **fields}
 

@@ -29,7 +29,7 @@ from agentfile.isolation.worktree import Worktrees
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
-from agentfile.records.events import SUCCESS, Reporter, make_event
+from agentfile.records.events import SUCCESS, Reporter, last_lines, make_event
 from agentfile.records.layout import RunFiles
 from agentfile.records.state import OutcomeRow, Store
 from agentfile.run.executors import Executor
@@ -70,6 +70,9 @@ class BuildRequest:
     ledger: Ledger | None = None  # the user's spend across repositories (daily budget)
     daily: DailyBudget | None = None
     all_in_tmux: bool = False  # --tmux
+    # `build --verbose`: each line a person reads of a target's output, (target, line),
+    # called from the thread that runs it.
+    echo: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -136,6 +139,7 @@ class Scheduler:
         # Why each ready target has not started, as last said in a `waiting` event, and the
         # targets queued since the last look (those not started then wait for a job slot).
         self.waits: dict[str, str] = {}
+        self.retries_said: dict[str, int] = {}  # the last attempt a `retrying` event named
         self.queued: list[str] = []
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
         # What other builds spent today (SPEC 8: the daily budget is the user's, across
@@ -195,6 +199,9 @@ class Scheduler:
                 for running in self.running.values():
                     running.job.cancel.set()
             self._relieve_pressure()
+            for name, running in self.running.items():
+                self._say_retries(name, running.job.progress.attempt,
+                                  running.job.progress.retry_reason)
             self._start_what_fits()
             if not self.running:
                 break
@@ -301,6 +308,12 @@ class Scheduler:
                     name not in self.outcome.statuses:
                 self._wait(name, behind)
         self.queued.clear()
+
+    def _say_retries(self, name: str, attempt: int, reason: str | None) -> None:
+        """A target on its next attempt: a `retrying` event with why the last one failed."""
+        if attempt > self.retries_said.get(name, 1) and reason:
+            self.retries_said[name] = attempt
+            self.emit("retrying", target=name, attempt=attempt, reason=_gist(reason))
 
     def _wait(self, name: str, reason: str) -> None:
         """Say why a ready target has not started, when that changed (`waiting` event)."""
@@ -410,7 +423,7 @@ class Scheduler:
             dep_diffs=self._dep_texts(target, "diff") if _uses_deps(target) else {},
             cancel=threading.Event(), progress=Progress(),
             budget_usd_left=self._budget_left,
-            tag=f"{self.run_id}/{name}", environ=self.environ,
+            tag=f"{self.run_id}/{name}", environ=self.environ, echo=self.request.echo,
         )
         if self.request.terminal is not None and (
                 self.request.all_in_tmux or self.loaded.in_tmux(target)):
@@ -461,6 +474,8 @@ class Scheduler:
             return
         if tree is not None:
             result.suspended_s = tree.suspended_s
+        for number, attempt in enumerate(result.attempts[:-1], start=2):  # too fast to see
+            self._say_retries(name, number, f"{attempt.status}: {attempt.error or ''}")
         status = result.status
         if status == "interrupted" and not self.interrupted.is_set() and \
                 self.outcome.stopped == "budget":
@@ -535,7 +550,8 @@ class Scheduler:
                   tokens=result.tokens if result else 0, peak_rss_bytes=peak,
                   cpu_s=round(cpu, 3) if cpu is not None else None,
                   suspended_s=round(result.suspended_s, 3) if result else 0.0,
-                  detail=_gist(detail) if status not in SUCCESS else None)
+                  detail=_gist(detail) if status not in SUCCESS else None,
+                  output=last_lines(detail) if status not in SUCCESS else [])
         for child in self.dependents.get(name, []):
             self.waiting[child] -= 1
             if not self.waiting[child] and child not in self.outcome.statuses:
