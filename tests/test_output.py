@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from conftest import DATA, Result, Run, installed_cli
 from standin.anthropic import AnthropicStandin, text, tool_use
+from standin.openai import OpenAIStandin, codex_config, shell_call
+from standin.openai import message as codex_reply
 from test_claude import commit as claude_commit
 from test_claude import environment as claude_environment
 from test_claude import write as claude_write
@@ -412,3 +414,28 @@ def git_commit_manifest(repo: Path, text_: str) -> None:
     write(repo, text_)
     subprocess.run(["git", "add", "Agentfile"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", "manifest"], cwd=repo, check=True)
+
+
+def test_a_real_codex_target_s_log_reads_as_text(repo: Path, agentfile_cli: Run,
+                                                 tmp_path: Path) -> None:
+    binary = installed_cli("install_codex.sh")
+    home = tmp_path / "codex-home"
+    (home / ".codex").mkdir(parents=True)
+    with OpenAIStandin([shell_call("echo checked"), codex_reply("Checked.")]) as server:
+        (home / ".codex" / "config.toml").write_text(codex_config(server.base_url))
+        git_commit_manifest(repo, 'agent gpt: codex\n'
+                                  'look:\n    agent = gpt\n    isolation = none\n'
+                                  '    prompt = "Check it"\n')
+        result = agentfile_cli("build", cwd=repo, env={
+            "HOME": str(home), "CODEX_HOME": str(home / ".codex"),
+            "STANDIN_API_KEY": "sk-standin", "AGENTFILE_CODEX": binary})
+    assert result.code == 0, result.out + result.err
+    shown = agentfile_cli("logs", "look", cwd=repo).out.splitlines()
+    assert any(line.startswith("Codex thread ") for line in shown), shown
+    # (Its `echo` is refused by Codex's sandbox on this machine, which then reports no
+    # command item at all: the tool lines are checked on captured output above.)
+    assert shown[-1] == "Checked.", shown
+    assert not any(line.startswith("{") for line in shown)
+    assert agentfile_cli("logs", "look", "--result", cwd=repo).out == "Checked.\n"
+    raw = agentfile_cli("logs", "look", "--raw", cwd=repo).out
+    assert '"type":"turn.completed"' in raw
