@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
@@ -27,6 +28,26 @@ CACHE_SUFFIXES = (".pyc", ".pyo")
 FALLBACK_NAME, FALLBACK_EMAIL = "agentfile", "agentfile@localhost"
 
 
+class _OwnSessionGit(git.Git):
+    """git commands in a session of their own: a Ctrl-C at the terminal (or a signal to
+    agentfile's process group) reaches agentfile, which stops the build in order, never a
+    git command half way (a commit of an agent's work killed by the user's signal)."""
+
+    def execute(self, command: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("start_new_session", True)
+        return super().execute(command, *args, **kwargs)
+
+
+class _Repo(git.Repo):
+    GitCommandWrapperType = _OwnSessionGit
+
+
+def _repo(path: Path) -> git.Repo:
+    # A path is a path: a target named ü has %C3%BC in its worktree's path, which
+    # GitPython would take for a %VARIABLE% (and warn on stderr).
+    return _Repo(path, expand_vars=False)
+
+
 @dataclass(frozen=True, slots=True)
 class MergeResult:
     clean: bool
@@ -39,9 +60,7 @@ class Git:
 
     def __init__(self, root: Path) -> None:
         try:
-            # A path is a path: a target named ü has %C3%BC in its worktree's path, which
-            # GitPython would take for a %VARIABLE% (and warn on stderr).
-            self.repo = git.Repo(root, expand_vars=False)
+            self.repo = _repo(root)
         except (InvalidGitRepositoryError, NoSuchPathError):
             raise UsageError(f"{root} is not a git repository; worktree and branch isolation "
                              "need one (or use `isolation = none`)") from None
@@ -82,7 +101,7 @@ class Git:
 
     def dirty_files(self, path: Path | None = None, *, untracked: bool = False) -> list[str]:
         """Changed tracked files of a work tree (and untracked ones, not ignored, if asked)."""
-        repo = git.Repo(path, expand_vars=False) if path else self.repo
+        repo = _repo(path) if path else self.repo
         out = repo.git.status("--porcelain=v1", "-z",
                               "--untracked-files=all" if untracked else "--untracked-files=no")
         entries = [e for e in str(out).split("\0") if e]
@@ -176,7 +195,7 @@ class Git:
                    exclude: Sequence[str] = ()) -> str | None:
         """Commit everything changed in a worktree (but `exclude`, e.g. a copied `.env`);
         the new commit, or None if there was nothing to commit."""
-        tree = git.Repo(path, expand_vars=False)
+        tree = _repo(path)
         exclude = [*exclude, *caches(untracked_files(path))]
         if exclude:  # git refuses to be told to leave out what it ignores anyway (a .env)
             ignored = set(str(tree.git.check_ignore(*exclude, with_exceptions=False))
@@ -195,7 +214,7 @@ class Git:
         """Make `branch` hold the commit the checkout at `path` is on, and return it: an
         agent that detached HEAD or switched branches committed its work there, and the
         target's branch is what gets merged (else that work would be left dangling)."""
-        head = str(git.Repo(path, expand_vars=False).git.rev_parse("HEAD"))
+        head = str(_repo(path).git.rev_parse("HEAD"))
         if head != self.rev(branch):
             with _LOCK:
                 self.cmd.branch("-f", branch, head)
@@ -258,7 +277,7 @@ class Git:
 
 def untracked_files(path: Path) -> set[str]:
     """The files of a work tree that git neither tracks nor ignores."""
-    out = git.Repo(path, expand_vars=False).git.ls_files("--others", "--exclude-standard", "-z")
+    out = _repo(path).git.ls_files("--others", "--exclude-standard", "-z")
     return {name for name in str(out).split("\0") if name}
 
 

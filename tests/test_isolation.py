@@ -227,7 +227,11 @@ def _sessions() -> list[str]:
 
 
 def _session_of(repo: Path) -> list[str]:
-    return [s for s in _sessions() if s.startswith(f"agentfile-{repo.name}-")]
+    """This repository's sessions (every test's repository is named `repo`: the name's hash
+    of the whole path tells them apart)."""
+    from agentfile.isolation.tmux import session_name
+
+    return [s for s in _sessions() if s.startswith(session_name(repo, ""))]
 
 
 @pytest.mark.parametrize("ending", ["success", "failure", "timeout", "sigint"])

@@ -71,9 +71,29 @@ def launch(tmp_path: Path, command: str | list[str], *, deadline: float | None =
 
 
 def test_session_name() -> None:
-    stamp = time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1))
-    assert tmux.session_name(Path("/src/my.repo:x"), stamp) == "agentfile-my_repo_x-20240506-070809"
-    assert tmux.session_name(Path("/"), stamp) == "agentfile-repo-20240506-070809"
+    run = "20240506-070809-ab12"
+    named = tmux.session_name(Path("/src/my.repo:x"), run)
+    assert named.startswith("agentfile-my_repo_x-") and named.endswith(f"-{run}")
+    assert tmux.session_name(Path("/"), run).startswith("agentfile-repo-")
+    # Two repositories of one name, two builds of one second: four names.
+    names = {tmux.session_name(Path(f"/{where}/app"), f"20240506-070809-{tail}")
+             for where in ("a", "b") for tail in ("0000", "0001")}
+    assert len(names) == 4
+
+
+def test_a_session_of_another_owner_is_neither_adopted_nor_killed(name: str) -> None:
+    mine = tmux.TmuxSession.create(name, owner="/a/app 1")
+    try:
+        with pytest.raises(tmux.TmuxError, match="duplicate session"):
+            tmux.TmuxSession.create(name, owner="/b/app 1")
+        assert not tmux.kill_session(name, owner="/b/app 1")
+        assert has_session(name) and mine.owned_by("/a/app 1")
+        options = subprocess.run(["tmux", "show-options", "-v", "-t", f"={name}:",
+                                  "destroy-unattached"], capture_output=True, text=True)
+        assert options.stdout.strip() == "off"
+        assert tmux.kill_session(name, owner="/a/app 1") and not has_session(name)
+    finally:
+        mine.kill()
 
 
 @pytest.mark.parametrize("code", [0, 3])

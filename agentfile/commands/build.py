@@ -100,8 +100,13 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         return _dry_run(request, layout, as_json=options.as_json)
     layout.ensure()
     run_id = new_run_id()
-    with build_lock(layout.lock_file, run_id):
+    # Signals are the build's from before it creates anything (its integration branch, its
+    # tmux session) until the last of it is removed: a Ctrl-C at any moment stops it in order.
+    with _signals() as stop, build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
+        # Recorded before anything is created, so that whatever it creates has its run.
+        store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
+        store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
         try:
             if any(loaded.isolation_of(loaded.graph.targets[n]) in ("worktree", "branch")
                    and loaded.graph.targets[n].kind != "group" for n in names):
@@ -114,12 +119,28 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                 request.ledger = Ledger()
             configure_secrets(_environment_of(loaded))
             with _terminal(request, layout, store, run_id):
-                return _run(request, layout, store, run_id, as_json=options.as_json,
+                return _run(request, layout, store, run_id, stop, as_json=options.as_json,
                             squash=options.squash, verbose=options.verbose)
+        except BaseException:
+            _abandon(request, store, run_id)
+            raise
         finally:
             store.close()
             if request.ledger is not None:
                 request.ledger.close()
+
+
+def _abandon(request: BuildRequest, store: Store, run_id: str) -> None:
+    """A build that failed before its targets ran, or of a bug of agentfile's own: its run
+    is closed in the state, and an integration branch that holds no work goes."""
+    run = store.run(run_id)
+    if run is not None and run["finished"] is None:
+        store.finish_run(run_id, status="error", exit_code=1, cost_usd=0.0, tokens=0,
+                         duration_s=0, sequential_s=0, counts={})
+    worktrees = request.worktrees
+    if worktrees is not None and worktrees.git.branch_exists(worktrees.integration) and \
+            worktrees.git.rev(worktrees.integration) == worktrees.start_commit:
+        worktrees.drop_branch(worktrees.integration)
 
 
 def _environment_of(loaded: LoadedManifest) -> dict[str, str]:
@@ -148,9 +169,13 @@ def _terminal(request: BuildRequest, layout: Layout, store: Store,
         raise UsageError("terminal = tmux (or --tmux) needs tmux installed")
     from agentfile.isolation import tmux
 
-    name = tmux.session_name(layout.root)
+    name = tmux.session_name(layout.root, run_id)
     store.record_resource(run_id, "tmux", name, None)
-    session = tmux.TmuxSession.create(name)
+    try:
+        session = tmux.TmuxSession.create(name, owner=tmux.owner(layout.root, run_id))
+    except BaseException:
+        store.resource_removed("tmux", name)  # none was made: what has the name is another's
+        raise
     request.terminal = session
     print(f"agentfile: targets run in tmux session {name} (agentfile attach to watch)",
           file=sys.stderr)
@@ -262,20 +287,42 @@ def _dry_run(request: BuildRequest, layout: Layout, *, as_json: bool) -> int:
     return EXIT_OK
 
 
+class Stop:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session): caught from the start
+    of the build, and passed on to its scheduler once there is one (at once, if one came
+    before)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.scheduler: Scheduler | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        if self.scheduler is not None:
+            self.scheduler.interrupt()
+
+    @contextmanager
+    def attached(self, scheduler: Scheduler) -> Iterator[None]:
+        self.scheduler = scheduler
+        if self.signum is not None:
+            scheduler.interrupt()
+        try:
+            yield
+        finally:
+            self.scheduler = None
+
+
 @contextmanager
-def _signals(scheduler: Scheduler) -> Iterator[None]:
-    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) stop the build cleanly
-    (exit 130) instead of killing agentfile and leaving its targets running."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        scheduler.interrupt()
-
+def _signals() -> Iterator[Stop]:
+    """The build's signals stop it cleanly (exit 130) instead of killing agentfile and
+    leaving its targets, worktrees or tmux session behind."""
+    stop = Stop()
     stopping = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGHUP"):
         stopping.append(signal.SIGHUP)
-    previous = {sig: signal.signal(sig, handler) for sig in stopping}
+    previous = {sig: signal.signal(sig, stop.handler) for sig in stopping}
     try:
-        yield
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -313,12 +360,10 @@ def _fit_descriptors(jobs: int, *, tmux: bool) -> int:
     return jobs
 
 
-def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
+def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop: Stop, *,
          as_json: bool, squash: bool = False, verbose: bool = False) -> int:
     files = RunFiles(layout.run_dir(run_id))
     files.dir.mkdir(parents=True, exist_ok=True)
-    store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
-    store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
     process.become_subreaper()
     events = EventLog(files.events)
     out = ui.Forgiving(sys.stdout)
@@ -351,7 +396,7 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, *,
     scheduler.reporter = reporter
     # Signals stay agentfile's until the last record is written: a Ctrl-C as the build ends
     # must not leave it `running` in the state, without a summary.
-    with _signals(scheduler):
+    with stop.attached(scheduler):
         try:
             outcome = scheduler.run()
         except BaseException:

@@ -28,6 +28,7 @@ class Step:
     name: str
     action: str  # "remove" or "keep"
     why: str = ""
+    run: str = ""  # the build that made it
 
 
 def clean(*, file: str | None, run: str | None, every: bool, dry_run: bool,
@@ -78,7 +79,7 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
         if kind == "worktree":
             steps.append(_judge_worktree(git, Path(name), force))
         elif kind == "tmux":
-            steps.append(Step(kind, name, "remove"))
+            steps.append(Step(kind, name, "remove", run=resource["run"]))
     # A branch checked out in a worktree that stays cannot go (git refuses): it stays too.
     going = {Path(s.name).resolve() for s in steps
              if s.kind == "worktree" and s.action == "remove"}
@@ -137,9 +138,9 @@ def _remove(layout: Layout, store: Store, step: Step) -> None:
             git.delete_branch(step.name)
         store.resource_removed("branch", step.name)
     elif step.kind == "tmux":
-        from agentfile.isolation.tmux import kill_session
+        from agentfile.isolation import tmux
 
-        kill_session(step.name)
+        tmux.kill_session(step.name, owner=tmux.owner(layout.root, step.run))
         store.resource_removed("tmux", step.name)
     elif step.kind == "lock":
         with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import select
@@ -33,6 +34,7 @@ POLL_SECONDS = 0.05  # 20 Hz at most; output and the exit (a pidfd) wake the loo
 MIRROR_BACKLOG = 1 << 20  # output the pane's terminal has not taken yet, at most
 KILL_CHECK_SECONDS = 5.0
 PLACEHOLDER_WINDOW = "agentfile"
+OWNER_OPTION = "@agentfile-owner"  # who made a session: its repository and run
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _SH_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PR_SET_CHILD_SUBREAPER = 36
@@ -43,11 +45,18 @@ class TmuxError(AgentfileError):
     """tmux refused a command, or a session outlived its kill."""
 
 
-def session_name(repo_root: Path, now: float | None = None) -> str:
-    """`agentfile-REPO-YYYYmmdd-HHMMSS`, REPO being the repository's folder name made safe for
-    tmux (which forbids `.` and `:` in session names) and for shells."""
+def session_name(repo_root: Path, run_id: str) -> str:
+    """`agentfile-REPO-HASH-RUN_ID`: REPO the repository's folder name made safe for tmux
+    (which forbids `.` and `:` in session names) and for shells, HASH a digest of its whole
+    path. Unique across repositories of the same name and builds of the same second."""
     repo = _NAME_UNSAFE.sub("_", repo_root.name).strip("_") or "repo"
-    return f"agentfile-{repo}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}"
+    digest = hashlib.sha256(os.fsencode(repo_root.absolute())).hexdigest()[:8]
+    return f"agentfile-{repo}-{digest}-{_NAME_UNSAFE.sub('_', run_id)}"
+
+
+def owner(repo_root: Path, run_id: str) -> str:
+    """What a build's session is marked with: `agentfile clean` kills only a session so marked."""
+    return f"{repo_root} {run_id}"
 
 
 def _check(result: tmux_cmd, what: str) -> list[str]:
@@ -96,17 +105,26 @@ class TmuxSession:
         return f"={self.name}"
 
     @classmethod
-    def create(cls, name: str, server: libtmux.Server | None = None) -> TmuxSession:
+    def create(cls, name: str, server: libtmux.Server | None = None, *,
+               owner: str = "") -> TmuxSession:
         """Start the session detached, its first window a placeholder telling a person who
-        attaches where the targets are."""
+        attaches where the targets are; `owner` is noted in it, for `owned_by`. A session of
+        this name that exists already is another's: an error, never adopted."""
         session = cls(name, server)
         hint = (f"agentfile: session {name}. Each running target has its own window: "
                 "prefix w to choose one, prefix n for the next, prefix d to detach.")
         placeholder = f"printf '%s\\n' {shlex.quote(hint)}; exec tail -f /dev/null"
         for attempt in range(5):
             with _not_subreaper():
-                result = session.server.cmd("new-session", "-d", "-s", name,
-                                            "-n", PLACEHOLDER_WINDOW, "/bin/sh", "-c", placeholder)
+                # One tmux command: the session is never there without its options. A
+                # user's `destroy-unattached on` would end a session nobody is attached to.
+                result = session.server.cmd(
+                    "new-session", "-d", "-s", name, "-n", PLACEHOLDER_WINDOW,
+                    "/bin/sh", "-c", placeholder, ";",
+                    # (The commands after it act on the new session; `-t =NAME` would not
+                    # even name it: options take a pane, `=NAME:`.)
+                    "set-option", "destroy-unattached", "off", ";",
+                    "set-option", OWNER_OPTION, owner)
             # A server whose last session was just killed is still exiting: a client reaching
             # it then fails; the next one starts a new server.
             if result.returncode == 0 or attempt == 4 or not any(
@@ -114,9 +132,12 @@ class TmuxSession:
                 break
             time.sleep(0.05 * (attempt + 1))
         _check(result, "new-session")
-        # A user's `destroy-unattached on` would end a session nobody is attached to.
-        session.server.cmd("set-option", "-t", session.target, "destroy-unattached", "off")
         return session
+
+    def owned_by(self, owner: str) -> bool:
+        """Whether the session exists and was created for `owner`."""
+        result = self.server.cmd("show-options", "-v", "-t", f"{self.target}:", OWNER_OPTION)
+        return result.returncode == 0 and result.stdout == [owner]
 
     def exists(self) -> bool:
         return self.server.cmd("has-session", "-t", self.target).returncode == 0
@@ -167,10 +188,14 @@ class TmuxSession:
         self.kill()
 
 
-def kill_session(name: str) -> bool:
-    """Kill the session of exactly this name if there is one (`agentfile clean`); True if it
-    existed. Calling it again is harmless."""
-    return TmuxSession(name).kill()
+def kill_session(name: str, owner: str | None = None) -> bool:
+    """Kill the session of exactly this name if there is one (`agentfile clean`), and, given
+    an `owner`, only if it was created for that owner; True if it was killed. Calling it
+    again is harmless."""
+    session = TmuxSession(name)
+    if owner is not None and not session.owned_by(owner):
+        return False
+    return session.kill()
 
 
 def _same_process(pid: int, created: float) -> bool:

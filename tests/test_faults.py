@@ -1,0 +1,197 @@
+"""Faults at every moment of a build (issue 13): signals while agentfile's own git and tmux
+commands run, at the build's start and end, full disks, special files, damaged state.
+
+Each test puts the fault exactly where it hurts, in real processes: a `git` that waits on
+its way (GIT_PYTHON_GIT_EXECUTABLE), a small tmpfs for a full disk, a patched function.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import git, patched_agentfile
+
+from agentfile.isolation import tmux
+
+AGENTFILE = [sys.executable, "-m", "agentfile"]
+
+
+def write(repo: Path, text: str) -> None:
+    (repo / "Agentfile").write_text(text)
+    git(repo, "add", "Agentfile")
+    git(repo, "commit", "-q", "-m", "Agentfile")
+
+
+def slow_git(tmp_path: Path, word: str, secs: float = 1.5) -> tuple[dict[str, str], Path]:
+    """An environment whose agentfile runs git through a wrapper that, for a `word` command,
+    touches a mark and waits `secs` first: a window to send a signal in."""
+    mark = tmp_path / f"in-git-{word}"
+    wrapper = tmp_path / "slow-git"
+    real = subprocess.run(["sh", "-c", "command -v git"], capture_output=True,
+                          text=True).stdout.strip()
+    wrapper.write_text(f"#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = {word} ]; then\n"
+                       f"    touch {mark}; sleep {secs}; break\n  fi\ndone\n"
+                       f"exec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "NO_COLOR": "1", "GIT_PYTHON_GIT_EXECUTABLE": str(wrapper)}, mark
+
+
+def start_build(repo: Path, *args: str, env: dict[str, str] | None = None
+                ) -> subprocess.Popen[str]:
+    """`agentfile build` as a terminal starts it: the leader of its own process group, so a
+    Ctrl-C reaches the whole group (os.killpg), as the terminal sends it."""
+    return subprocess.Popen([*AGENTFILE, "build", *args], cwd=repo, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env or {**os.environ, "NO_COLOR": "1"},
+                            start_new_session=True)
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def outcomes(repo: Path) -> dict[str, tuple[str, str | None]]:
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    try:
+        (run,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+        return {t: (s, d) for t, s, d in db.execute(
+            "SELECT target, status, detail FROM outcomes WHERE run = ?", (run,))}
+    finally:
+        db.close()
+
+
+def branches(repo: Path) -> list[str]:
+    return git(repo, "branch", "--format=%(refname:short)").split()
+
+
+def holds(repo: Path, branch: str, path: str, text: str) -> bool:
+    """Whether `branch` has a file `path` with `text` in it."""
+    shown = subprocess.run(["git", "show", f"{branch}:{path}"], cwd=repo,
+                           capture_output=True, text=True)
+    return shown.returncode == 0 and text in shown.stdout
+
+
+def worktrees(repo: Path) -> list[str]:
+    return [line for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")][1:]
+
+
+def test_ctrl_c_during_the_commit_of_an_agent_s_work_keeps_it(repo: Path,
+                                                                tmp_path: Path) -> None:
+    """Item 1: the terminal's SIGINT reaches agentfile's process group while agentfile
+    commits what a finished target left. Its git commands are not in that group: the
+    commit finishes, the work is on a branch, no worktree is left."""
+    write(repo, "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    env, mark = slow_git(tmp_path, "commit")
+    build = start_build(repo, env=env)
+    wait_for(mark)
+    os.killpg(build.pid, signal.SIGINT)
+    out, _ = build.communicate(timeout=60)
+    assert build.returncode in (0, 130), out
+    assert "Traceback" not in out and "exit code(-2)" not in out
+    status, detail = outcomes(repo)["work"]
+    assert status in ("succeeded", "interrupted"), (status, detail)
+    assert not worktrees(repo)
+    # The work reached a branch: landed on main, or kept on the target's or the build's.
+    assert any(holds(repo, b, "out.txt", "done") for b in branches(repo)), out
+
+
+def tmux_sessions() -> list[str]:
+    found = subprocess.run(["tmux", "list-sessions", "-F", "#{session_name}"],
+                           capture_output=True, text=True)
+    return found.stdout.split() if found.returncode == 0 else []
+
+
+def signal_after(module: str, owner: str, method: str, sig: int, *, before: bool = False
+                 ) -> str:
+    """Patch source for patched_agentfile: agentfile sends itself `sig` right after (or just
+    before) `owner.method` runs: a signal at exactly that moment of a build."""
+    call = "real(*args, **kwargs)"
+    signal_line = f"os.kill(os.getpid(), {int(sig)})"
+    body = (f"    {signal_line}\n    return {call}\n" if before else
+            f"    result = {call}\n    {signal_line}\n    return result\n")
+    return (f"import os\nfrom {module} import {owner}\n"
+            f"real = {owner}.{method}\n"
+            f"def patched(*args, **kwargs):\n{body}"
+            f"{owner}.{method} = patched\n")
+
+
+def repo_sessions(repo: Path) -> list[str]:
+    """The tmux sessions of this repository's builds (other tests' repositories are named
+    `repo` too: the name's hash of the path tells them apart)."""
+    prefix = tmux.session_name(repo, "")
+    return [s for s in tmux_sessions() if s.startswith(prefix)]
+
+
+def run_status(repo: Path) -> str:
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    try:
+        (status,) = db.execute(
+            "SELECT status FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+        return str(status)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_just_after_the_tmux_session_is_made(repo: Path, sig: int) -> None:
+    """Item 3: the handlers are there before the session: it goes, with the integration
+    branch, and the run says it was interrupted."""
+    write(repo, "options:\n    terminal = tmux\n"
+                "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    done = patched_agentfile(repo, signal_after("agentfile.isolation.tmux", "TmuxSession",
+                                                "create", sig), "build")
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert not repo_sessions(repo)
+    assert branches(repo) == ["main"] and not worktrees(repo)
+    assert run_status(repo) == "interrupted"
+    assert outcomes(repo)["work"][0] == "interrupted"
+
+
+def test_ctrl_c_just_after_the_integration_branch_is_made(repo: Path) -> None:
+    write(repo, "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    done = patched_agentfile(repo, signal_after("agentfile.isolation.worktree", "Worktrees",
+                                                "begin", signal.SIGINT), "build")
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert branches(repo) == ["main"] and not worktrees(repo)
+    assert run_status(repo) == "interrupted"
+
+
+@pytest.mark.parametrize("tmux", [False, True])
+def test_ctrl_c_while_landing_lands_and_says_so(repo: Path, tmux: bool) -> None:
+    """Ctrl-C as the user's branch is fast-forwarded: the landing is git's (in its own
+    session), it completes; no false "your checkout moved", no session left."""
+    write(repo, ("options:\n    terminal = tmux\n" if tmux else "")
+          + "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    done = patched_agentfile(repo, signal_after("agentfile.git", "Git", "fast_forward",
+                                                signal.SIGINT, before=True), "build")
+    assert "Traceback" not in done.stderr and "moved" not in done.stdout, done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "landed" in done.stdout
+    assert (repo / "out.txt").read_text() == "done\n"
+    assert branches(repo) == ["main"] and not worktrees(repo) and not repo_sessions(repo)
+
+
+def test_ctrl_c_during_git_worktree_add_is_an_interruption(repo: Path,
+                                                          tmp_path: Path) -> None:
+    write(repo, "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    env, mark = slow_git(tmp_path, "worktree")
+    build = start_build(repo, env=env)
+    wait_for(mark)
+    os.killpg(build.pid, signal.SIGINT)
+    out, _ = build.communicate(timeout=60)
+    assert build.returncode == 130, out
+    assert outcomes(repo)["work"][0] == "interrupted", outcomes(repo)
+    assert branches(repo) == ["main"] and not worktrees(repo)
