@@ -97,9 +97,11 @@ def render_problem(problem: Problem) -> str:
 
 
 def _source_line(path: str, line: int) -> str | None:
+    from agentfile import regular
+
     try:
-        raw = Path(path).read_bytes()
-    except OSError:
+        raw = regular.read_bytes(Path(path))  # never a FIFO's wait, nor /dev/zero's end
+    except (OSError, ValueError):
         return None
     lines = raw.decode("utf-8", errors="replace").splitlines()
     if not 1 <= line <= len(lines):

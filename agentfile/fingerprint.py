@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import Agent, FileRef
+from agentfile.regular import digest_source
 
 if TYPE_CHECKING:  # GitPython loads only when a build has merged work to ask about
     from agentfile.git import Git
@@ -27,8 +28,11 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
+    fd = digest_source(path)  # a device or a FIFO would never end, or block
+    if fd is None:
+        return "missing"
     try:
-        with open(path, "rb") as handle:
+        with open(fd, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     except OSError:

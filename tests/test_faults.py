@@ -195,3 +195,97 @@ def test_ctrl_c_during_git_worktree_add_is_an_interruption(repo: Path,
     assert build.returncode == 130, out
     assert outcomes(repo)["work"][0] == "interrupted", outcomes(repo)
     assert branches(repo) == ["main"] and not worktrees(repo)
+
+
+def cli(repo: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AGENTFILE, *args], cwd=repo, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ('    inputs = ["/dev/zero"]\n', "must stay inside the repository"),
+    ('    inputs = ["zero"]\n', "must stay inside the repository"),
+    ('    inputs = ["fifo"]\n', "not a regular file"),
+    ('    inputs = ["../outside.txt"]\n', "must stay inside the repository"),
+    ('    context = ["zero"]\n', "outside the repository"),
+    ('    context = ["../outside.txt"]\n', "outside the repository"),
+    ('    context = ["link-out"]\n', "outside the repository"),
+    ('    context = ["fifo"]\n', "not a regular file"),
+    ('    prompt = file("../outside.txt")\n', "outside the repository"),
+])
+def test_special_and_outside_files_are_refused_by_check(repo: Path, line: str,
+                                                       says: str) -> None:
+    """Item 7: a device, a FIFO, or a file outside the repository named by `inputs`,
+    `context` or `file()`: `check` says so at its line (and never reads it)."""
+    (repo.parent / "outside.txt").write_text("a secret of the user's\n")
+    (repo / "zero").symlink_to("/dev/zero")
+    (repo / "link-out").symlink_to(repo.parent / "outside.txt")
+    os.mkfifo(repo / "fifo")
+    prompt = "" if "prompt" in line else '    prompt = "go"\n'
+    (repo / "Agentfile").write_text(f"t:\n    agent = claude\n{prompt}{line}")
+    done = cli(repo, "check")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr and "Agentfile:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("foreach", "says"), [
+    ('lines("/dev/urandom")', "inside the repository"),
+    ('lines("random")', "inside the repository"),
+    ('lines("fifo")', "not a regular file"),
+    ('lines("\\udfff")', "surrogate pair"),
+    ('glob("/**")', "must stay inside the repository"),
+    ('glob("../**")', "must stay inside the repository"),
+])
+def test_fan_out_files_outside_or_special_are_refused(repo: Path, foreach: str,
+                                                     says: str) -> None:
+    (repo / "random").symlink_to("/dev/urandom")
+    os.mkfifo(repo / "fifo")
+    (repo / "Agentfile").write_text(f"t-{{x}}:\n    foreach x in {foreach}\n"
+                                    "    run = \"echo {x}\"\n")
+    started = time.monotonic()
+    done = cli(repo, "check")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert time.monotonic() - started < 20  # refused, not walked or read
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "loop"])
+def test_an_agentfile_that_is_no_regular_file_is_an_error(repo: Path, kind: str) -> None:
+    manifest = repo / "Agentfile"
+    if kind == "fifo":
+        os.mkfifo(manifest)
+    elif kind == "dev-zero":
+        manifest.symlink_to("/dev/zero")
+    else:
+        manifest.symlink_to(repo / "Agentfile2")
+        (repo / "Agentfile2").symlink_to(manifest)
+    for command in (["check"], ["list"], ["build"]):
+        done = cli(repo, *command)
+        assert done.returncode == 2, (command, done.stdout + done.stderr)
+        assert "Traceback" not in done.stderr and "internal error" not in done.stderr, \
+            done.stderr
+        assert "Agentfile" in done.stderr
+
+
+def test_dash_f_dev_null_says_what_it_is(repo: Path) -> None:
+    """Item 10: `-f /dev/null` exists: it is no regular file, not "no such manifest"."""
+    done = cli(repo, "-f", "/dev/null", "check")
+    assert done.returncode == 2 and "not a regular file" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("Agentfile", 't:\n    run = "echo \\udfff"\n'),
+    ("Agentfile.json", '{"targets": {"t": {"run": "echo \\udfff"}}}'),
+])
+def test_half_a_surrogate_pair_is_a_manifest_error(repo: Path, name: str, text: str) -> None:
+    """Item 8: "\\udfff" decodes to no character: every command says where, none crashes;
+    both halves of a pair are one character, as in JSON."""
+    (repo / name).write_text(text)
+    for command in (["check"], ["list"], ["build", "-n"]):
+        done = cli(repo, *command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "surrogate pair" in done.stderr and f"{name}:" in done.stderr, done.stderr
+    (repo / name).write_text(text.replace("\\udfff", "\\ud83d\\ude00"))
+    done = cli(repo, "build", "-n")
+    assert done.returncode == 0 and "echo \U0001f600" in done.stdout, done.stderr

@@ -223,6 +223,14 @@ def load_json(text: str, path: str) -> tuple[Any, SpanTable, list[Problem]]:
     except ValueError as err:  # e.g. an integer of more digits than Python converts
         return None, {}, [Problem(Span(path, 1, 1), f"invalid JSON: {err}")]
     try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # "\udfff": half a surrogate pair, which no file can hold
+        at = re.search(r"\\u[dD][89a-fA-F]", text)
+        before = text[: at.start()] if at else ""
+        line, column = before.count("\n") + 1, len(before.rsplit("\n", 1)[-1]) + 1
+        return None, {}, [Problem(Span(path, line, column), "invalid JSON: a \\u escape of "
+                                  "half a surrogate pair is no character")]
+    try:
         _, spans, problems = _compose(text, path)
     except yaml.YAMLError:
         # Valid JSON that YAML 1.1 reads differently (rare): errors point at the file start.

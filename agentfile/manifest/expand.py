@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentfile import regular
 from agentfile.errors import Problem, Span, suggest
 from agentfile.manifest.lower import KeyPath, SpanTable
 from agentfile.manifest.model import Foreach, Target
@@ -267,6 +268,6 @@ def foreach_values(foreach: Foreach, base: Path) -> list[str]:
         matches = globlib.glob(foreach.glob, root_dir=base, recursive=True)
         return sorted(m for m in matches if (base / m).is_file())
     assert foreach.lines is not None
-    text = (base / foreach.lines).read_text(encoding="utf-8")
+    text = regular.read_text(base / foreach.lines)
     lines = (ln.strip() for ln in text.splitlines())
     return [ln for ln in lines if ln and not ln.startswith("#")]

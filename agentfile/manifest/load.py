@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentfile import regular
 from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
 from agentfile.graph import CycleError, Graph, build_graph
 from agentfile.manifest import fastparse
 from agentfile.manifest.cache import cached
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
-from agentfile.manifest.locate import repository_root
+from agentfile.manifest.locate import MANIFEST_LIMIT, repository_root
 from agentfile.manifest.lower import SpanTable, lower
 from agentfile.manifest.model import Agent, DirRef, Manifest
 from agentfile.manifest.semantics import Checker
@@ -108,7 +109,7 @@ def form_of(path: Path) -> str:
 
 def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
     try:
-        raw = path.read_bytes()
+        raw = regular.read_bytes(path, limit=MANIFEST_LIMIT)
     except OSError as err:
         return None, [Problem(Span(display, 1, 1), f"cannot read the manifest: {err.strerror}")]
     try:

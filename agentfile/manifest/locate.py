@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agentfile import regular
 from agentfile.errors import UsageError
 
+MANIFEST_LIMIT = 64 << 20  # bytes: a manifest of 10,000 targets is a few MiB
 MANIFEST_NAMES = ("Agentfile", "Agentfile.yaml", "Agentfile.yml", "Agentfile.json",
                   "agentfile", "agentfile.yaml", "agentfile.yml", "agentfile.json")
 
@@ -32,7 +34,7 @@ def find_manifest(start: Path) -> Path:
         names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
         for name in MANIFEST_NAMES:
             if name in names:
-                return folder / name
+                return _readable(folder / name)
     where = f"{start}" + (f" or its parents up to {top}" if top and top != start else "")
     raise UsageError(f"no Agentfile in {where} (run `agentfile init` to write one)")
 
@@ -42,8 +44,17 @@ def manifest_path(file: str | None) -> Path:
     if file is None:
         return find_manifest(Path.cwd())
     path = Path(file)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UsageError(f"no such manifest: {file}")
+    return _readable(path)
+
+
+def _readable(path: Path) -> Path:
+    """The manifest, if it is a regular file that may be read whole: a FIFO would block the
+    read, /dev/zero never end, a symlink loop never resolve."""
+    refused = regular.refusal(path, limit=MANIFEST_LIMIT)
+    if refused is not None:
+        raise UsageError(f"cannot read the manifest {path}: {refused.strerror}")
     return path
 
 

@@ -5,9 +5,11 @@ the repository, placeholders that must mean something, and fan-out into concrete
 from __future__ import annotations
 
 import functools
+import glob as globlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from agentfile import regular
 from agentfile.errors import Problem, suggest
 from agentfile.manifest.expand import (
     RUNTIME_PLACEHOLDERS,
@@ -19,7 +21,7 @@ from agentfile.manifest.expand import (
     span_for,
 )
 from agentfile.manifest.lower import KeyPath, SpanTable
-from agentfile.manifest.model import PROVIDERS, DirRef, Manifest, Target
+from agentfile.manifest.model import PROVIDERS, DirRef, Foreach, Manifest, Target
 
 _AGENT_ONLY = ("agent", "context")
 RESERVED_NAMES = ("options", "include")
@@ -115,6 +117,8 @@ class Checker:
             self.check_file(target.prompt.file, (*path, "prompt"))
         for index, context in enumerate(target.context):
             self.check_file(context, (*path, "context", index))
+        for index, pattern in enumerate(target.inputs):
+            self.check_input(pattern, (*path, "inputs", index))
         for index, copied in enumerate(target.copy_files):  # into the target's worktree
             if Path(copied).is_absolute() or ".." in Path(copied).parts:
                 self.fail((*path, "copy", index), f"copy path '{copied}' must stay inside "
@@ -177,7 +181,10 @@ class Checker:
                 self.fail(path, f"dir(\"{isolation.dir}\") does not exist")
 
     def inside(self, relative: str) -> bool:
-        resolved = (self.base / relative).resolve()
+        try:
+            resolved = (self.base / relative).resolve()
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL: reading says why
+            return True
         return resolved == self.root or self.root in resolved.parents
 
     def check_inside(self, relative: str, path: KeyPath, what: str) -> None:
@@ -185,8 +192,30 @@ class Checker:
             self.fail(path, f"{what} path '{relative}' is outside the repository ({self.root})")
 
     def check_file(self, relative: str, path: KeyPath) -> None:
-        if not (self.base / relative).is_file():
+        """A file whose content goes into a prompt or a list: a regular file (not a device or
+        a FIFO, which never end or block), not too large, inside the repository (what is
+        outside reaches prompts, and so a provider)."""
+        if not self.inside(relative):
+            self.fail(path, f"'{relative}' is outside the repository ({self.root}): name a "
+                      "file inside it")
+            return
+        refused = _refusal(self.base / relative)
+        if isinstance(refused, FileNotFoundError):
             self.fail(path, f"no such file: '{relative}'")
+        elif refused is not None:
+            self.fail(path, f"cannot read '{relative}': {refused.strerror}")
+
+    def check_input(self, pattern: str, path: KeyPath) -> None:
+        """An `inputs` pattern: inside the repository; a file it names, a regular one."""
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts or \
+                not self.inside(pattern):
+            self.fail(path, f"inputs \"{pattern}\" must stay inside the repository "
+                      "(a relative path or pattern without '..')")
+            return
+        if not globlib.has_magic(pattern):
+            refused = _refusal(self.base / pattern)
+            if refused is not None and not isinstance(refused, FileNotFoundError):
+                self.fail(path, f"cannot read input '{pattern}': {refused.strerror}")
 
     # -- fan-out and dependencies -------------------------------------------------------
 
@@ -197,11 +226,7 @@ class Checker:
             if target.foreach is None:
                 instances[template] = [(template, target, {}, None)]
                 continue
-            try:
-                values = foreach_values(target.foreach, self.base)
-            except OSError as err:
-                self.fail(path, f"cannot read '{target.foreach.lines}': {err.strerror}")
-                values = []
+            values = self.foreach_values(target.foreach, path)
             seen: set[str] = set()
             rows: list[Row] = []
             for position, value in enumerate(values):
@@ -229,6 +254,24 @@ class Checker:
                 concrete.append(ConcreteTarget(name, template, target, deps, bound,
                                                len(concrete), number))
         return concrete
+
+    def foreach_values(self, foreach: Foreach, path: KeyPath) -> list[str]:
+        """A fan-out's values; none, and a problem, when its file cannot be read or its glob
+        would look outside the repository (refused before walking a single folder)."""
+        if foreach.glob is not None and _outside(foreach.glob):
+            return []  # check_glob says why
+        if foreach.lines is not None and (_outside(foreach.lines) or
+                                          not self.inside(foreach.lines)):
+            self.fail(path, f"lines(\"{foreach.lines}\") must name a file inside the "
+                      "repository (a relative path without '..')")
+            return []
+        try:
+            return foreach_values(foreach, self.base)
+        except OSError as err:
+            self.fail(path, f"cannot read '{foreach.lines}': {err.strerror}")
+        except UnicodeDecodeError:
+            self.fail(path, f"cannot read '{foreach.lines}': not UTF-8 text")
+        return []
 
     def groups(self, instances: dict[str, list[Row]]) -> dict[str, list[str]]:
         """Every name a dependency may use: concrete names, templates and fan-out stems."""
@@ -264,7 +307,7 @@ class Checker:
         return tuple(dict.fromkeys(deps))
 
     def check_glob(self, pattern: str, path: KeyPath) -> None:
-        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        if _outside(pattern):
             self.fail(path, f"glob(\"{pattern}\") must stay inside the repository "
                       "(a relative pattern without '..')")
 
@@ -276,3 +319,15 @@ class Checker:
             if name not in known:
                 self.fail(("options", "default", index),
                           f"default target '{name}' is unknown{self.hint(name, known)}")
+
+
+def _outside(pattern: str) -> bool:
+    """A path or glob that names something outside the repository by its spelling alone."""
+    return Path(pattern).is_absolute() or ".." in Path(pattern).parts
+
+
+def _refusal(path: Path) -> OSError | None:
+    try:
+        return regular.refusal(path)
+    except ValueError as err:  # a NUL, or a lone surrogate the file system cannot spell
+        return OSError(0, str(err))

@@ -16,6 +16,9 @@ TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufeff]")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def unescape(raw: str, span: Span) -> str:
     """Decode the JSON-style escapes of a quoted string's body."""
 
@@ -27,7 +30,19 @@ def unescape(raw: str, span: Span) -> str:
             return _ESCAPES[code]
         raise ManifestError([Problem(span, f"unknown escape '\\{code}' in a string")])
 
-    return _ESCAPE_RE.sub(one, raw) if "\\" in raw else raw
+    if "\\" not in raw:
+        return raw
+    text = _ESCAPE_RE.sub(one, raw)
+    if _SURROGATE.search(text):
+        # A pair of escapes (\ud83d\ude00) is one character; a surrogate alone is none,
+        # and no file, terminal or process argument can hold it.
+        try:
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError:
+            raise ManifestError([Problem(span, "a \\u escape of half a surrogate pair "
+                                         "(\\ud800 to \\udfff) is no character: write "
+                                         "the character, or both halves")]) from None
+    return text
 
 
 def dedent_block(raw: str) -> str:

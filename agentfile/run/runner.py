@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from agentfile import regular
 from agentfile.agents import provider
 from agentfile.agents.base import AgentRequest, Provider, Usage
 from agentfile.isolation.base import Workspace
@@ -189,11 +190,11 @@ def compose_prompt(job: Job, values: Mapping[str, str], failure: str | None) -> 
     definition = job.target.definition
     parts: list[str] = []
     for name in definition.context:
-        text = (job.base / name).read_text(encoding="utf-8", errors="replace")
+        text = regular.read_text(job.base / name, errors="replace")
         parts.append(f"<context file=\"{name}\">\n{text.rstrip()}\n</context>")
     prompt = definition.prompt
     if isinstance(prompt, FileRef):
-        prompt = (job.base / prompt.file).read_text(encoding="utf-8", errors="replace")
+        prompt = regular.read_text(job.base / prompt.file, errors="replace")
     parts.append(substitute(prompt or "", values))
     if failure:
         parts.append("The previous attempt failed. What went wrong:\n" + failure)
