@@ -289,3 +289,48 @@ def test_half_a_surrogate_pair_is_a_manifest_error(repo: Path, name: str, text: 
     (repo / name).write_text(text.replace("\\udfff", "\\ud83d\\ude00"))
     done = cli(repo, "build", "-n")
     assert done.returncode == 0 and "echo \U0001f600" in done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("checkout", ["regular", "symlink"])
+def test_copy_never_writes_through_a_committed_symlink(repo: Path, tmp_path: Path,
+                                                       checkout: str) -> None:
+    """Item 6: HEAD has `.env -> /outside/file`. The checkout's `.env` (a regular file the
+    user made, or the same symlink) is copied into the worktree as a regular file: the
+    file outside is never written, the target runs, nothing is left after it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file\n")
+    (repo / ".env").symlink_to(victim)
+    git(repo, "add", ".env")
+    write(repo, "work:\n    isolation = worktree\n    copy = [\".env\"]\n"
+                "    run = \"cat .env > seen.txt\"\n")
+    if checkout == "regular":
+        (repo / ".env").unlink()
+        (repo / ".env").write_text("SECRET=1\n")
+    done = cli(repo, "build")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert victim.read_text() == "the user's own file\n"
+    expected = "SECRET=1\n" if checkout == "regular" else "the user's own file\n"
+    # Landed, or (the checkout has a change: the user's .env) on the build's branch.
+    assert any(holds(repo, b, "seen.txt", expected) for b in branches(repo))
+    assert all(holds(repo, b, ".env", str(victim)) for b in branches(repo))  # as committed
+    assert not worktrees(repo)
+    assert not [b for b in branches(repo) if b.startswith("agentfile/targets/")]
+
+
+def test_a_copy_that_cannot_be_made_leaves_no_worktree(repo: Path, tmp_path: Path) -> None:
+    """A committed folder symlink above the copy's place: refused, and the target's
+    worktree and branch go with it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / "conf").symlink_to(outside)
+    git(repo, "add", "conf")
+    write(repo, "work:\n    isolation = worktree\n    copy = [\"conf/.env\"]\n"
+                "    run = \"true\"\n")
+    (repo / "conf").unlink()
+    (repo / "conf").mkdir()
+    (repo / "conf" / ".env").write_text("SECRET=1\n")
+    done = cli(repo, "build")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "outside the worktree" in done.stdout
+    assert not list(outside.iterdir())
+    assert not worktrees(repo) and branches(repo) == ["main"]

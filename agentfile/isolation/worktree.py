@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.records.layout import Layout, flat_path, ref_safe
@@ -83,11 +84,16 @@ class Worktrees:
         self.store.record_resource(self.run_id, "branch", branch, target.name)
         self.store.record_resource(self.run_id, "worktree", str(path), target.name)
         self.git.add_worktree(path, branch, base)
-        for name in target.definition.copy_files:
-            source = self.git.root / name
-            if source.is_file():
-                (path / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, path / name)
+        try:
+            for name in target.definition.copy_files:
+                copy_into(self.git.root, path, name)
+        except BaseException:
+            # Nothing ran in it: it goes, and its branch (new, it holds nothing) with it.
+            self.git.remove_worktree(path)
+            self.store.resource_removed("worktree", str(path))
+            if self.git.rev(branch) == base:
+                self.drop_branch(branch)
+            raise
         return Workspace(path=path, mode="worktree", detail=branch, base=base)
 
     def finish(self, workspace: Workspace, target: ConcreteTarget, status: str, *,
@@ -112,3 +118,27 @@ class Worktrees:
         """A branch whose work is merged (or that holds none) is deleted."""
         self.git.delete_branch(branch)
         self.store.resource_removed("branch", branch)
+
+
+class CopyRefused(AgentfileError):
+    """A `copy` file whose place in the worktree is not inside it."""
+
+
+def copy_into(root: Path, worktree: Path, name: str) -> None:
+    """Copy the checkout's file `name` (a regular file, or a symlink to one: its content)
+    into the worktree as a regular file. Whatever the commit has at that place, a symlink
+    above all, is replaced, never written through: a committed `.env -> /elsewhere` would
+    have the copy overwrite a file outside the repository."""
+    source = root / name
+    if not source.is_file():
+        return
+    target = worktree / name
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    inside = worktree.resolve()
+    if folder.resolve() != inside and inside not in folder.resolve().parents:
+        raise CopyRefused(f"copy \"{name}\": its folder in the worktree is a symlink to "
+                          f"{folder.resolve()}, outside the worktree; nothing was copied")
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    shutil.copy2(source, target)
