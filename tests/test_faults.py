@@ -334,3 +334,22 @@ def test_a_copy_that_cannot_be_made_leaves_no_worktree(repo: Path, tmp_path: Pat
     assert "outside the worktree" in done.stdout
     assert not list(outside.iterdir())
     assert not worktrees(repo) and branches(repo) == ["main"]
+
+
+def test_a_secret_an_agent_writes_into_its_usage_file_is_masked(repo: Path) -> None:
+    """Item 10: the usage file stays in the run's folder, as the log does: masked too."""
+    (repo / "agent.sh").write_text(
+        "#!/bin/sh\nprintf '{\"cost_usd\": 0.01, \"env\": \"%s\"}' \"$FAULTS_API_KEY\" "
+        "> \"$AGENTFILE_USAGE_FILE\"\n")
+    (repo / "agent.sh").chmod(0o755)
+    git(repo, "add", "agent.sh")
+    write(repo, "agent mine: command\n    command = \"./agent.sh\"\n"
+                "t:\n    agent = mine\n    isolation = none\n    prompt = \"go\"\n")
+    secret = "sk-faults-0123456789abcdef"
+    done = subprocess.run([*AGENTFILE, "build"], cwd=repo, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "FAULTS_API_KEY": secret})
+    assert done.returncode == 0, done.stdout + done.stderr
+    kept = [p for p in (repo / ".agentfile" / "runs").rglob("*") if p.is_file()]
+    assert any(p.parent.name == "usage" for p in kept), kept
+    for path in kept:
+        assert secret not in path.read_text(errors="replace"), path

@@ -9,6 +9,7 @@ the scheduler and publishes only live progress (last line, usage, memory) for th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -380,6 +381,7 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     if call is not None:
         assert sampler is not None
         sampler()  # the last word on usage, written just before it exited
+        _mask_in_place(job.usage_file)  # kept in the run's folder, as logs are: masked
         verdict = call.provider.verdict(call.request, outcome.exit_code, outcome.tail)
         message = verdict.message
         session_out = verdict.session or session
@@ -394,6 +396,19 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
                    cost_usd=progress.cost_usd, tokens=usage.tokens,
                    peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
                    session=session_out, error=error), message
+
+
+def _mask_in_place(path: Path) -> None:
+    """A file an agent wrote that stays in the run's folder: secrets' values masked in it, as
+    in logs (an agent may copy its environment, a key included, into its usage file)."""
+    try:
+        text = regular.read_bytes(path).decode("utf-8", errors="surrogateescape")
+    except OSError:
+        return
+    masked = redactor().text(text)
+    if masked != text:
+        with contextlib.suppress(OSError):
+            path.write_bytes(masked.encode("utf-8", errors="surrogateescape"))
 
 
 @dataclass
