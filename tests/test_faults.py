@@ -7,13 +7,16 @@ its way (GIT_PYTHON_GIT_EXECUTABLE), a small tmpfs for a full disk, a patched fu
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import git, patched_agentfile
@@ -353,3 +356,27 @@ def test_a_secret_an_agent_writes_into_its_usage_file_is_masked(repo: Path) -> N
     assert any(p.parent.name == "usage" for p in kept), kept
     for path in kept:
         assert secret not in path.read_text(errors="replace"), path
+
+
+def _campaign() -> ModuleType:
+    """benchmarks/faults.py, the fault campaign, loaded as a module."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "faults.py"
+    spec = importlib.util.spec_from_file_location("faults_campaign", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="the campaign has a tmux target")
+def test_signals_at_random_moments_of_builds(tmp_path: Path) -> None:
+    """Done means (issue 13): SIGINT, SIGTERM or SIGHUP at a random moment of builds with
+    worktree, branch and tmux targets; after every run no process, tmux session or worktree
+    is left, every target's output is on a branch or landed, the state says what happened.
+    A few seeded runs here; `python benchmarks/faults.py --runs 300` runs the campaign."""
+    runs = _campaign().campaign(int(os.environ.get("AGENTFILE_FAULT_RUNS", "6")), 13,
+                                tmp_path)
+    failed = [(r.number, signal.Signals(r.sig).name, round(r.delay, 2), r.code, r.problems)
+              for r in runs if r.problems]
+    assert not failed
