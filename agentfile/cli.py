@@ -324,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agentfile: no space left on the disk ({err}); free some and build again",
                   file=sys.stderr)
             return EXIT_FAILED
+        if type(err).__module__ == "sqlite3":
+            # The state database, shared with other agentfiles and open to anyone: locked by
+            # another process, or changed behind agentfile's back.
+            print(f"agentfile: the build state (.agentfile/state.sqlite) cannot be used: "
+                  f"{err}. If another process holds it, wait for it or stop it; if it is "
+                  "damaged, move it aside and agentfile starts a new one", file=sys.stderr)
+            return EXIT_USAGE
         print(f"agentfile: internal error: {type(err).__name__}: {err}\n"
               "(this is a bug in agentfile; AGENTFILE_DEBUG=1 shows the traceback)",
               file=sys.stderr)

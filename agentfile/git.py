@@ -8,6 +8,7 @@ making a merge never touches any work tree.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_ca
 CACHE_SUFFIXES = (".pyc", ".pyo")
 # Who commits when git knows no one: a machine without user.name/user.email (CI, a container).
 FALLBACK_NAME, FALLBACK_EMAIL = "agentfile", "agentfile@localhost"
+
+
+class NotAWorktree(UsageError):
+    """A folder agentfile made as a worktree that git no longer knows as one."""
 
 
 class _OwnSessionGit(git.Git):
@@ -101,7 +106,12 @@ class Git:
 
     def dirty_files(self, path: Path | None = None, *, untracked: bool = False) -> list[str]:
         """Changed tracked files of a work tree (and untracked ones, not ignored, if asked)."""
-        repo = _repo(path) if path else self.repo
+        try:
+            repo = _repo(path) if path else self.repo
+        except (InvalidGitRepositoryError, NoSuchPathError):
+            raise NotAWorktree(f"{path} is no longer a git worktree (its .git, or git's "
+                               "record of it, is gone): what is in it cannot be checked"
+                               ) from None
         out = repo.git.status("--porcelain=v1", "-z",
                               "--untracked-files=all" if untracked else "--untracked-files=no")
         entries = [e for e in str(out).split("\0") if e]
@@ -183,9 +193,25 @@ class Git:
     def remove_worktree(self, path: Path) -> None:
         with _LOCK:
             if path.exists():
-                self.cmd.worktree("remove", "--force", str(path))
+                try:
+                    self.cmd.worktree("remove", "--force", str(path))
+                except GitCommandError:
+                    if self._is_worktree(path):
+                        raise
+                    # Half removed behind git's back (its .git gone): git no longer knows
+                    # the folder as a worktree; its files go, and git forgets it.
+                    shutil.rmtree(path)
+                    self.cmd.worktree("prune")
             else:  # removed behind git's back: forget its metadata
                 self.cmd.worktree("prune")
+
+    @staticmethod
+    def _is_worktree(path: Path) -> bool:
+        try:
+            _repo(path)
+        except (InvalidGitRepositoryError, NoSuchPathError):
+            return False
+        return True
 
     def prune_worktrees(self) -> None:
         with _LOCK:

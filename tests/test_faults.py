@@ -380,3 +380,66 @@ def test_signals_at_random_moments_of_builds(tmp_path: Path) -> None:
     failed = [(r.number, signal.Signals(r.sig).name, round(r.delay, 2), r.code, r.problems)
               for r in runs if r.problems]
     assert not failed
+
+
+@pytest.mark.parametrize("damage", ["dot-git", "git-record", "files"])
+def test_clean_of_a_half_removed_worktree(repo: Path, damage: str) -> None:
+    """Item 8: a kept worktree half removed by hand: `clean` keeps it and says why, `clean
+    --force` removes it; neither crashes."""
+    write(repo, "t:\n    isolation = worktree\n    run = \"echo x > f\"\n")
+    assert cli(repo, "build", "--keep-worktrees").returncode == 0
+    (tree,) = [Path(line.removeprefix("worktree ")) for line in worktrees(repo)]
+    if damage == "dot-git":
+        (tree / ".git").unlink()
+    elif damage == "git-record":
+        shutil.rmtree(repo / ".git" / "worktrees")
+    else:
+        for item in tree.iterdir():
+            if item.name != ".git":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    kept = cli(repo, "clean")
+    assert kept.returncode == 0 and f"kept worktree {tree}" in kept.stdout, kept.stderr
+    forced = cli(repo, "clean", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert f"removed worktree {tree}" in forced.stdout
+    assert not tree.exists() and not worktrees(repo)
+
+
+@pytest.mark.parametrize("damage", ["directory", "other-schema", "dot-agentfile-file"])
+def test_damaged_state_is_a_clear_error(repo: Path, damage: str) -> None:
+    """Item 8: state.sqlite that is a directory or another program's database, and an
+    `.agentfile` that is a file: every command says what is wrong, none crashes."""
+    write(repo, "t:\n    run = \"true\"\n")
+    state = repo / ".agentfile"
+    if damage == "dot-agentfile-file":
+        state.write_text("")
+    else:
+        state.mkdir()
+        if damage == "directory":
+            (state / "state.sqlite").mkdir()
+        else:
+            db = sqlite3.connect(state / "state.sqlite")
+            db.execute("CREATE TABLE runs (id TEXT, colour TEXT)")
+            db.commit()
+            db.close()
+    for command in (["build"], ["clean"], ["clean", "--all", "--force"], ["runs"],
+                    ["status"]):
+        done = cli(repo, *command)
+        assert "internal error" not in done.stderr and "Traceback" not in done.stderr, \
+            (command, done.stderr)
+        if command[0] in ("build", "clean"):
+            assert done.returncode == 2, (command, done.stdout, done.stderr)
+            assert ".agentfile" in done.stderr
+
+
+def test_a_state_locked_by_another_process_is_a_clear_error(repo: Path) -> None:
+    write(repo, "t:\n    run = \"true\"\n")
+    assert cli(repo, "build").returncode == 0
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite", isolation_level=None)
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        done = cli(repo, "build", "-B", timeout=60)
+    finally:
+        db.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "locked" in done.stderr and "internal error" not in done.stderr, done.stderr

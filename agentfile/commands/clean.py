@@ -16,7 +16,7 @@ from pathlib import Path
 from agentfile.commands.common import print_json
 from agentfile.commands.history import layout_for
 from agentfile.errors import EXIT_OK, UsageError
-from agentfile.git import Git
+from agentfile.git import Git, NotAWorktree
 from agentfile.records.layout import Layout
 from agentfile.records.runlock import holder
 from agentfile.records.state import Store, open_store
@@ -110,7 +110,12 @@ def _judge_worktree(git: Git | None, path: Path, force: bool) -> Step:
     if not path.exists():
         return Step("worktree", str(path), "remove", "already gone")
     if git is not None:
-        dirty = git.dirty_files(path, untracked=True)
+        try:
+            dirty = git.dirty_files(path, untracked=True)
+        except NotAWorktree as err:
+            if force:
+                return Step("worktree", str(path), "remove", "its .git was gone")
+            return Step("worktree", str(path), "keep", f"{err}; --force removes it")
         if dirty and not force:
             return Step("worktree", str(path), "keep",
                         f"{len(dirty)} uncommitted change(s); --force removes it")

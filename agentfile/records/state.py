@@ -126,11 +126,19 @@ class Store:
         with damaged_is_an_error(path, "every target runs again, and `agentfile clean` no "
                                        "longer knows the worktrees and branches builds made "
                                        "(`git worktree list` shows them)"):
+            if path.is_dir():
+                raise sqlite3.DatabaseError("a directory, not a database")
             if readonly:
                 self.db = sqlite3.connect(_readonly_uri(path), uri=True, timeout=10)
                 self.db.execute("SELECT count(*) FROM sqlite_master")  # damaged: it says here
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    why = "a file of that name is in the way" if path.parent.is_file() \
+                        else err.strerror
+                    raise UsageError(f"cannot keep build state in {path.parent}: {why}") \
+                        from None
                 # Workers record the worktrees and branches they create, under `self.lock`.
                 self.db = sqlite3.connect(path, timeout=10, isolation_level=None,
                                           check_same_thread=False)
@@ -138,6 +146,11 @@ class Store:
                 # A crash may lose the last transaction, never corrupt: enough for a build log.
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+            # Tables of the same names but other columns: another program's, or version's.
+            present = {name for (name,) in self.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in present & _COLUMNS.keys():
+                self.db.execute(f"SELECT {', '.join(_COLUMNS[table])} FROM {table} LIMIT 0")
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
         self.defer = False  # writes wait in `pending` until commit() (see deferred)
@@ -347,11 +360,33 @@ def damaged_is_an_error(path: Path, consequence: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as err:
-        if getattr(err, "sqlite_errorname", "") not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        name = getattr(err, "sqlite_errorname", "")
+        if name in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            raise UsageError(f"{path} is locked by another process ({err}): wait for it to "
+                             "end, or stop it, and try again") from None
+        if name == "SQLITE_CANTOPEN":
+            raise UsageError(f"cannot open {path} ({err}): check that it is a file agentfile "
+                             "may read and write") from None
+        if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR", ""):
             raise
+        what = "is damaged" if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT", "") else \
+            "is not agentfile's (another program's or version's tables)"
         aside = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.damaged')}"
-        raise UsageError(f"{path} is damaged ({err}); move it aside, e.g. `{aside}`, and "
+        raise UsageError(f"{path} {what} ({err}); move it aside, e.g. `{aside}`, and "
                          f"agentfile starts a new one: {consequence}") from None
+
+
+def _columns(schema: str) -> dict[str, tuple[str, ...]]:
+    """Each table's columns, as SCHEMA declares them."""
+    tables: dict[str, tuple[str, ...]] = {}
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", schema,
+                                 flags=re.S):
+        words = [line.split()[0] for line in body.strip().splitlines() if line.strip()]
+        tables[name] = tuple(w for w in words if w not in ("PRIMARY", "UNIQUE"))
+    return tables
+
+
+_COLUMNS = _columns(SCHEMA)
 
 
 @functools.cache
