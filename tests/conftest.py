@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
+import select
 import subprocess
 import sys
 import time
@@ -102,3 +105,31 @@ def patched_agentfile(cwd: Path, patch: str, *args: str) -> subprocess.Completed
     code = f"{patch}\nfrom agentfile.cli import main\nraise SystemExit(main({list(args)!r}))\n"
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+
+
+def on_a_terminal(cwd: Path, env: dict[str, str], *args: str,
+                  timeout: float = 60) -> tuple[bytes, int]:
+    """`agentfile ARGS` with a pseudo-terminal as its output (the live board) and `env` as
+    its whole environment (TERM and COLUMNS added): everything it wrote, and its exit code."""
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", *args], cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
+                            env={**env, "TERM": "xterm", "COLUMNS": "120"})
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([main], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the build has closed it
+                    seen += os.read(main, 65536)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(main)
+    return seen, proc.returncode
+
+
+def interactive_environment() -> dict[str, str]:
+    """This environment as a person's terminal has it: no NO_COLOR, CI or FORCE_COLOR."""
+    return {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI", "FORCE_COLOR")}

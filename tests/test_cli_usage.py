@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pty
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -16,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Run, git
+from conftest import Run, git, on_a_terminal
 
 from agentfile.commands.history import tmux_argv
 
@@ -62,23 +59,8 @@ def test_j_alone_means_no_limit_as_in_make(repo: Path, agentfile_cli: Run) -> No
 
 def _on_a_terminal(repo: Path, env: dict[str, str], *args: str) -> bytes:
     """`agentfile ARGS` with a terminal as its output; everything it wrote."""
-    main, secondary = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "agentfile", *args], cwd=repo,
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
-                            env={**env, "TERM": "xterm", "COLUMNS": "120"})
-    os.close(secondary)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if select.select([main], [], [], 0.1)[0]:
-                with contextlib.suppress(OSError):  # EIO once the build has closed it
-                    seen += os.read(main, 65536)
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(main)
-    assert proc.returncode == 0, seen.decode(errors="replace")
+    seen, code = on_a_terminal(repo, env, *args)
+    assert code == 0, seen.decode(errors="replace")
     return seen
 
 

@@ -3,12 +3,9 @@ the build writes a tick at a time: events, state rows, logs. Real builds in real
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
-import pty
-import select
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +19,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Run, patched_agentfile
+from conftest import Run, interactive_environment, on_a_terminal, patched_agentfile
 
 from agentfile.run import process, reactor
 
@@ -207,24 +204,8 @@ def test_the_board_on_a_terminal_shows_each_running_target_s_last_line(repo: Pat
     write(repo, 'talk/{x}:\n    foreach x in ["[/]"]\n'
           '    run = "echo first-words [/tmp/x]; sleep 2; echo last-words"\n'
           '    verify = "sleep 1.5"\n')
-    main, secondary = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
-    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
-                            env={**env, "TERM": "xterm", "COLUMNS": "120"})
-    os.close(secondary)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and time.monotonic() < deadline:
-            if select.select([main], [], [], 0.1)[0]:
-                with contextlib.suppress(OSError):  # EIO once the build has closed it
-                    seen += os.read(main, 65536)
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(main)
-    assert proc.returncode == 0, seen.decode(errors="replace")
+    seen, code = on_a_terminal(repo, interactive_environment(), "build")
+    assert code == 0, seen.decode(errors="replace")
     board = seen.split(b"last-words")[0]  # before its last line, while it ran
     # Brackets in names and output are text, not rich's markup.
     assert b"first-words [/tmp/x]" in board and b"0/1 done" in board

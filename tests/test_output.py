@@ -3,12 +3,8 @@ and the history commands' --json (real builds in real git repositories)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import time
@@ -17,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Result, Run, installed_cli
+from conftest import DATA, Result, Run, installed_cli, interactive_environment, on_a_terminal
 from standin.anthropic import AnthropicStandin, text, tool_use
 from standin.openai import OpenAIStandin, codex_config, shell_call
 from standin.openai import message as codex_reply
@@ -299,7 +295,10 @@ def test_the_board_shows_an_agent_s_last_tool_call_not_its_json(
                           delay=2.0) as server:
         claude_commit(repo, 'hello:\n    agent = claude\n    isolation = none\n'
                             '    prompt = "Create hello.txt"\n')
-        seen, code = on_a_terminal(repo, ["build"], claude_environment(server, claude, tmp_path))
+        shown, code = on_a_terminal(repo, {**interactive_environment(),
+                                           **claude_environment(server, claude, tmp_path)},
+                                    "build")
+    seen = shown.decode(errors="replace")
     assert code == 0, seen
     board = seen.split("Created hello.txt.")[0]
     assert "Write hello.txt" in board and '{"type"' not in seen, seen
@@ -308,31 +307,10 @@ def test_the_board_shows_an_agent_s_last_tool_call_not_its_json(
 def test_the_board_shows_waiting_targets_and_why(repo: Path) -> None:
     write(repo, 'a:\n    run = "sleep 1.5"\n    always = true\n'
           'b:\n    run = "true"\n    always = true\n')
-    seen, code = on_a_terminal(repo, ["build", "-j1"], {})
+    shown, code = on_a_terminal(repo, interactive_environment(), "build", "-j1")
+    seen = shown.decode(errors="replace")
     assert code == 0, seen
     assert "waiting" in seen and "no free job slot (all 1 in use: -j1)" in seen, seen
-
-
-def on_a_terminal(repo: Path, args: list[str], env: dict[str, str]) -> tuple[str, int]:
-    """Run agentfile on a pseudo-terminal (the live board); all it drew, and its exit."""
-    main, secondary = pty.openpty()
-    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI")}
-    proc = subprocess.Popen([sys.executable, "-m", "agentfile", *args], cwd=repo,
-                            stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary,
-                            env={**base, **env, "TERM": "xterm", "COLUMNS": "160"})
-    os.close(secondary)
-    seen = b""
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if select.select([main], [], [], 0.1)[0]:
-                with contextlib.suppress(OSError):  # EIO once the build has closed it
-                    seen += os.read(main, 65536)
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(main)
-    return seen.decode(errors="replace"), proc.returncode
 
 
 # -- run targets' output (item 7), retries and report (item 9) --------------------------------
