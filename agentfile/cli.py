@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also remove work merged nowhere and dirty worktrees")
     clean.add_argument("--json", action="store_true",
                        help="what was removed (or would be) and kept, as JSON")
+    clean.add_argument("--runs", nargs="?", const=-1, type=int, metavar="N",
+                       help="instead, remove old builds' run folders, keeping the newest N "
+                       "(default: options.keep_runs, else 50)")
 
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
@@ -258,6 +261,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "clean":
         from agentfile.commands.clean import clean
 
+        if args.runs is not None:
+            from agentfile.commands.clean import clean_runs
+
+            return clean_runs(file=args.file, keep=None if args.runs == -1 else args.runs,
+                              dry_run=args.dry_run)
         return clean(file=args.file, run=args.run, every=args.every, dry_run=args.dry_run,
                      force=args.force, as_json=args.json)
     if name == "stats":

@@ -40,6 +40,7 @@ from agentfile.records.events import (
     make_event,
 )
 from agentfile.records.layout import Layout, RunFiles, new_run_id
+from agentfile.records.retention import DEFAULT_KEEP_RUNS, prune_runs
 from agentfile.records.runlock import build_lock
 from agentfile.records.state import Store, open_store
 from agentfile.run import process
@@ -421,6 +422,8 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop:
                          duration_s=summary["duration_s"],
                          sequential_s=summary["sequential_s"], counts=summary["counts"])
         landing = _land(request, outcome, squash=squash) if request.worktrees else None
+        prune_runs(layout, request.loaded.manifest.options.keep_runs or DEFAULT_KEEP_RUNS,
+                   running=run_id)
         if not as_json:
             ui.print_summary(console, summary["targets_table"], summary)
             if outcome.stopped == "budget":

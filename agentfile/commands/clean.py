@@ -15,11 +15,13 @@ from pathlib import Path
 
 from agentfile.commands.common import print_json
 from agentfile.commands.history import layout_for
-from agentfile.errors import EXIT_OK, UsageError
+from agentfile.errors import EXIT_OK, AgentfileError, UsageError
 from agentfile.git import Git, NotAWorktree
 from agentfile.records.layout import Layout
+from agentfile.records.retention import DEFAULT_KEEP_RUNS, prune_runs
 from agentfile.records.runlock import holder
 from agentfile.records.state import Store, open_store
+from agentfile.ui import plural
 
 
 @dataclass
@@ -55,6 +57,37 @@ def clean(*, file: str | None, run: str | None, every: bool, dry_run: bool,
     finally:
         store.close()
     return EXIT_OK
+
+
+def clean_runs(*, file: str | None, keep: int | None, dry_run: bool) -> int:
+    """`clean --runs [N]`: old builds' run folders, beyond the newest N (else the manifest's
+    `options.keep_runs`, else 50); never the running build's nor the newest."""
+    if keep is not None and keep < 1:
+        raise UsageError("--runs needs a number of runs to keep of at least 1")
+    layout = layout_for(file)
+    if keep is None:
+        keep = _keep_runs(file)
+    live = holder(layout.lock_file)
+    running = str(live.get("run")) if live else None
+    if dry_run:
+        names = sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir()) \
+            if layout.runs_dir.is_dir() else []
+        going = [n for n in names[:-keep] if n != running]
+        print(f"would remove {plural(len(going), 'run folder')}, keeping the newest {keep}")
+        return EXIT_OK
+    gone = prune_runs(layout, keep, running=running)
+    print(f"removed {plural(len(gone), 'run folder')}, kept the newest {keep}")
+    return EXIT_OK
+
+
+def _keep_runs(file: str | None) -> int:
+    """`options.keep_runs` when the manifest loads; a broken one does not stop a clean."""
+    from agentfile.commands.common import load_manifest
+
+    try:
+        return load_manifest(file).manifest.options.keep_runs or DEFAULT_KEEP_RUNS
+    except AgentfileError:
+        return DEFAULT_KEEP_RUNS
 
 
 def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,

@@ -242,6 +242,10 @@ class Options(_Model):
                                                               "free": "1GiB"}],
         description="Start targets only while the machine has room.")
     merge: MergeMode | None = Field(default=None, description=_MERGE, examples=["auto"])
+    keep_runs: int | None = Field(
+        default=None, ge=1, examples=[50],
+        description="How many builds' run folders (.agentfile/runs/: logs, events, results) "
+                    "to keep; older ones are removed as each build ends (default: 50).")
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 
