@@ -106,11 +106,20 @@ def _source_line(path: str, line: int) -> str | None:
     lines = raw.decode("utf-8", errors="replace").splitlines()
     if not 1 <= line <= len(lines):
         return None
-    # Control characters would garble the terminal; show them as the replacement mark.
-    return "".join(c if c.isprintable() or c == " " else "\ufffd" for c in lines[line - 1])
+    # Control characters would garble the terminal; show them as the replacement mark, and
+    # a tab as the symbol for one (a column wide, as the caret below counts it).
+    return "".join(c if c.isprintable() or c == " " else "\u2409" if c == "\t" else "\ufffd"
+                   for c in lines[line - 1])
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:
-    """`; did you mean 'x'?` for a close match, else an empty string."""
-    match = difflib.get_close_matches(word, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    """`; did you mean 'x'?`, else an empty string. Matches about as close as the closest
+    are all offered (`clod`: 'codex' or 'claude'?), up to three; a far second is not
+    (`promt`: 'prompt', not 'priority')."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    ratios = [difflib.SequenceMatcher(None, word, c).ratio() for c in close]
+    matches = [c for c, ratio in zip(close, ratios, strict=True) if ratio >= ratios[0] - CLOSE]
+    return f"; did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+
+
+CLOSE = 0.1  # how much less close than the closest match another may be, to be offered

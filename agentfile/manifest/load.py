@@ -23,6 +23,7 @@ from agentfile.manifest.locate import MANIFEST_LIMIT, repository_root
 from agentfile.manifest.lower import SpanTable, lower
 from agentfile.manifest.model import Agent, DirRef, Manifest
 from agentfile.manifest.semantics import Checker
+from agentfile.manifest.text import indented_start
 from agentfile.manifest.validate import validate
 
 _MERGED = ("vars", "options")
@@ -155,7 +156,8 @@ def _read(text: str, form: str, shown: str) -> Source:
 
             document, problems = parse(text, shown)
         lowering = lower(document)
-        return Source(lowering.doc, lowering.spans, problems + lowering.problems,
+        return Source(lowering.doc, lowering.spans,
+                      indented_start(text, shown) + problems + lowering.problems,
                       lowering.damaged)
     # The data forms' reader loads PyYAML, which an Agentfile never needs (a tenth of the
     # start-up of a command that reads one).
@@ -334,6 +336,11 @@ def _valid_part(doc: dict[str, Any], spans: SpanTable) -> tuple[Manifest | None,
         for name, entry in (entries.items() if isinstance(entries, dict) else ()):
             if validate({section: {name: entry}}, spans)[1]:
                 invalid.add(name)
+                # Its dependencies still count: a cycle through it is reported too.
+                if section == "targets" and isinstance(entry, dict) and "deps" in entry \
+                        and "{" not in name and not validate(
+                            {section: {name: {"deps": entry["deps"]}}}, spans)[1]:
+                    keep[section][name] = {"deps": entry["deps"]}
             else:
                 keep[section][name] = entry
     if "options" in doc and not validate({"options": doc["options"]}, spans)[1]:

@@ -56,3 +56,19 @@ def dedent_block(raw: str) -> str:
     indents = [len(ln) - len(ln.lstrip(" ")) for ln in lines if ln.strip()]
     cut = min(indents, default=0)
     return "\n".join(ln[cut:] for ln in lines)
+
+
+def indented_start(text: str, path: str) -> list[Problem]:
+    """The file's first statement indented: there is no target above it for it to belong
+    to (both readers would take `    run = "x"` for a variable of the file)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not line.startswith(" "):
+            return []
+        return [Problem(Span(path, number, len(line) - len(line.lstrip(" ")) + 1),
+                        "an indented line before any target: indentation puts an attribute "
+                        "in the target above it, and there is none (write `NAME:` above it, "
+                        "or start a variable at the line's first column)")]
+    return []
