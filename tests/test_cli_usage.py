@@ -117,7 +117,7 @@ def test_attach_target_switches_a_tmux_client_to_its_window(repo: Path,
                 where = result.out.strip()
                 break
             time.sleep(0.2)
-        assert re.fullmatch(r"=agentfile-repo-[0-9-]+:@\d+", where), where
+        assert re.fullmatch(r"=agentfile-repo-[0-9a-f-]+:@\d+", where), where
         missing = agentfile_cli("attach", "nope", cwd=repo)
         assert missing.code == 2 and "first, sec.ond" in missing.err
         subprocess.run(["tmux", "new-session", "-d", "-s", mine, "-c", str(repo), "sh"],
