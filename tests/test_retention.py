@@ -52,9 +52,9 @@ def test_the_running_build_s_folder_is_never_pruned(repo: Path, agentfile_cli: R
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        lock = repo / ".agentfile" / "build.lock"
+        runs = repo / ".agentfile" / "runs"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
+        while time.monotonic() < deadline and not (runs.is_dir() and any(runs.iterdir())):
             time.sleep(0.05)
         (running,) = run_folders(repo)
         later = repo / ".agentfile" / "runs" / "99991231-235959-ffff"  # newer by its name
