@@ -211,6 +211,15 @@ def waves(graph: Graph, names: Sequence[str],
     rules, by dependency depth; with them, a target held back (a lock, `exclusive`, the
     checkout, `max_parallel`) moves to a later wave."""
     chosen = set(names)
+    if not rules:  # nothing holds a target back: its depth is its wave (one pass)
+        depth: dict[str, int] = {}
+        for name in names:
+            depth[name] = 1 + max((depth[d] for d in graph.targets[name].deps if d in chosen),
+                                  default=-1)
+        by_depth: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for name in names:
+            by_depth[depth[name]].append(name)
+        return by_depth
     waiting = {n: sum(1 for d in graph.targets[n].deps if d in chosen) for n in names}
     remaining = remaining_path(graph, names)
     ready = [(start_key(graph.targets[n], remaining[n]), n) for n in names if not waiting[n]]
