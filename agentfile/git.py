@@ -18,7 +18,7 @@ from typing import Any
 import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
-from agentfile.errors import UsageError
+from agentfile.errors import AgentfileError, UsageError
 
 _LOCK = threading.RLock()
 # What tools leave that is never a change of anyone's (Python's caches): not committed when
@@ -27,6 +27,10 @@ CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_ca
 CACHE_SUFFIXES = (".pyc", ".pyo")
 # Who commits when git knows no one: a machine without user.name/user.email (CI, a container).
 FALLBACK_NAME, FALLBACK_EMAIL = "agentfile", "agentfile@localhost"
+
+
+class CommitFailed(AgentfileError):
+    """git could not commit a target's work (a full disk): it is still where it was."""
 
 
 class NotAWorktree(UsageError):
@@ -51,6 +55,14 @@ def _repo(path: Path) -> git.Repo:
     # A path is a path: a target named ü has %C3%BC in its worktree's path, which
     # GitPython would take for a %VARIABLE% (and warn on stderr).
     return _Repo(path, expand_vars=False)
+
+
+def git_said(err: Exception) -> str:
+    """What a failed git command said, in one line (its last line of stderr)."""
+    lines = str(getattr(err, "stderr", "") or "").splitlines()
+    said = [ln.strip().removeprefix("stderr: ").strip("'").strip() for ln in lines]
+    said = [ln for ln in said if ln and not ln.endswith(":")]  # "error: …: " says nothing
+    return said[-1] if said else str(err)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +232,14 @@ class Git:
     def commit_all(self, path: Path, message: str, *,
                    exclude: Sequence[str] = ()) -> str | None:
         """Commit everything changed in a worktree (but `exclude`, e.g. a copied `.env`);
-        the new commit, or None if there was nothing to commit."""
+        the new commit, or None if there was nothing to commit. CommitFailed if git could
+        not (a full disk): the work is then still there, uncommitted."""
+        try:
+            return self._commit_all(path, message, exclude)
+        except GitCommandError as err:
+            raise CommitFailed(f"git could not commit it ({git_said(err)})") from None
+
+    def _commit_all(self, path: Path, message: str, exclude: Sequence[str]) -> str | None:
         tree = _repo(path)
         exclude = [*exclude, *caches(untracked_files(path))]
         if exclude:  # git refuses to be told to leave out what it ignores anyway (a .env)

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -443,3 +444,49 @@ def test_a_state_locked_by_another_process_is_a_clear_error(repo: Path) -> None:
         db.close()
     assert done.returncode == 2, done.stdout + done.stderr
     assert "locked" in done.stderr and "internal error" not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs (root in a sandbox may mount one): a disk that really fills up."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_full_disk_fails_the_target_and_stops_the_rest_keeping_their_work(
+        small_disk: Path) -> None:
+    """Item 4: one target fills the disk. It fails; the other is stopped, not killed with
+    the build; each one's work is kept (committed if there was room, else in its worktree,
+    said where); the build ends with exit 1 and a message, and `clean` works."""
+    repo = small_disk / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    write(repo, "fill:\n    isolation = worktree\n"
+                "    run = \"echo begun > mine.txt; sleep 0.5; head -c 5000000 /dev/zero > big\"\n"
+                "other:\n    isolation = worktree\n"
+                "    run = \"echo other > o.txt; sleep 30\"\n")
+    done = cli(repo, "build", "-j2", timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "internal error" not in out and "Traceback" not in out, out
+    assert "the disk is full" in out
+    for name, made in (("fill", "mine.txt"), ("other", "o.txt")):
+        kept = [Path(line.removeprefix("worktree ")) for line in worktrees(repo)
+                if line.endswith(f"/{name}")]
+        committed = any(holds(repo, b, made, "") for b in branches(repo))
+        assert committed or (kept and (kept[0] / made).exists()), (name, out)
+        if kept:
+            assert "kept in its worktree" in out
+    cleaned = cli(repo, "clean")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "internal error" not in cleaned.stderr

@@ -416,12 +416,20 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop:
             last.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
             last.flush()
         events.close()
-        files.summary.write_text(_summary_json(summary), encoding="utf-8")
+        with contextlib.suppress(OSError):  # a full disk: the state has it, when it can
+            files.summary.write_text(_summary_json(summary), encoding="utf-8")
         store.finish_run(run_id, status=summary["status"], exit_code=code,
                          cost_usd=summary["cost_usd"], tokens=summary["tokens"],
                          duration_s=summary["duration_s"],
                          sequential_s=summary["sequential_s"], counts=summary["counts"])
-        landing = _land(request, outcome, squash=squash) if request.worktrees else None
+        try:
+            landing = _land(request, outcome, squash=squash) if request.worktrees else None
+        except Exception as err:  # git could not (a full disk): nothing moved, nothing lost
+            from agentfile.git import git_said
+
+            assert request.worktrees is not None
+            landing = (f"the build's work was not landed: {git_said(err)}; it is on branch "
+                       f"{request.worktrees.integration}")
         prune_runs(layout, request.loaded.manifest.options.keep_runs or DEFAULT_KEEP_RUNS,
                    running=run_id)
         if not as_json:
@@ -429,6 +437,11 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop:
             if outcome.stopped == "budget":
                 console.print("the build's budget was reached: nothing new was started "
                               "(exit 3)")
+            if outcome.stopped == "disk-full":
+                console.print("the disk is full: the build stopped, the running targets' "
+                              "work committed as far as there was room (a target's that "
+                              "could not be is kept where it was made, as said above); "
+                              "free some space and build again")
             for branch, why in outcome.kept.items():
                 console.print(f"kept branch {branch}: {why}")
             if landing:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
-from agentfile.isolation.worktree import Worktrees, WorktreeWork, commit_message
+from agentfile.isolation.worktree import WorkKept, Worktrees, WorktreeWork, commit_message
 from agentfile.manifest.expand import ConcreteTarget
 
 
@@ -43,6 +43,11 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
     try:
         git.commit_all(git.root, message,
                        exclude=[*target.definition.copy_files, *workspace.foreign])
+    except AgentfileError as err:  # CommitFailed: a forced checkout would throw it away
+        raise WorkKept(f"its work is not committed: {err}; it is kept in your checkout, "
+                       f"on branch {workspace.detail}: commit it there, then switch back to "
+                       f"{worktrees.start_branch or worktrees.start_commit}") from None
+    try:
         tip = git.keep_head_on(git.root, workspace.detail)
         workspace.diff = git.diff(workspace.base, tip) if tip != workspace.base else ""
     finally:

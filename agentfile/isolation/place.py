@@ -8,12 +8,13 @@ its own: `steps` gives its attempts to the reactor instead. What happens to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentfile.isolation import branch, directory, none_workspace
-from agentfile.isolation.worktree import Worktrees
+from agentfile.isolation.worktree import WorkKept, Worktrees
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
 from agentfile.run.process import Steps
@@ -74,10 +75,11 @@ class Places:
             result = run_target(job, workspace)
         finally:
             # Runs on every end, Ctrl-C included: what the agent did is committed first.
-            result.work = self.worktrees.finish(
-                workspace, job.target, result.status,
-                keep=not self.loaded.checks_merged_work(job.target),
-                agent=self.loaded.agent_label(job.target))
+            with _kept(result):
+                result.work = self.worktrees.finish(
+                    workspace, job.target, result.status,
+                    keep=not self.loaded.checks_merged_work(job.target),
+                    agent=self.loaded.agent_label(job.target))
             result.diff = workspace.diff
         return result
 
@@ -91,8 +93,9 @@ class Places:
         try:
             result = run_target(job, workspace)
         finally:
-            result.work = branch.finish(self.worktrees, workspace, job.target, result.status,
-                                        self.loaded.agent_label(job.target))
+            with _kept(result):
+                result.work = branch.finish(self.worktrees, workspace, job.target,
+                                            result.status, self.loaded.agent_label(job.target))
             result.diff = workspace.diff
         return result
 
@@ -112,6 +115,18 @@ class Places:
             if others:  # the checkout is shared: say who else could have written them
                 result.detail += f" (while {', '.join(sorted(others))} also ran there)"
         return result
+
+
+@contextlib.contextmanager
+def _kept(result: TargetResult) -> Iterator[None]:
+    """Work that could not be committed (a full disk) is the target's failure, said with
+    where the work is: it is neither lost nor merged."""
+    try:
+        yield
+    except WorkKept as err:
+        result.work = None
+        result.status = "failed" if result.status == "succeeded" else result.status
+        result.detail = str(err)
 
 
 def _could_not_run(job: Job, err: Exception) -> TargetResult:

@@ -106,7 +106,12 @@ class Worktrees:
         wip = status != "succeeded"
         message = commit_message(target, self.run_id, status, agent)
         if keep:
-            self.git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
+            try:
+                self.git.commit_all(workspace.path, message,
+                                    exclude=target.definition.copy_files)
+            except AgentfileError as err:  # CommitFailed: the work stays where it is
+                raise WorkKept(f"its work is not committed: {err}; it is kept in its "
+                               f"worktree {workspace.path} (branch {branch})") from None
         tip = self.git.keep_head_on(workspace.path, branch)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
         if not self.keep:
@@ -118,6 +123,10 @@ class Worktrees:
         """A branch whose work is merged (or that holds none) is deleted."""
         self.git.delete_branch(branch)
         self.store.resource_removed("branch", branch)
+
+
+class WorkKept(AgentfileError):
+    """A target's work could not be committed: it stays, uncommitted, where it was made."""
 
 
 class CopyRefused(AgentfileError):

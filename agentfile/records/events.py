@@ -55,15 +55,28 @@ class EventLog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        # The write that failed (a full disk): the build goes on, its events stop there.
+        self.error: OSError | None = None
 
     def emit(self, event: Event) -> None:
-        self.handle.write(_encode(redact(event)) + "\n")
+        if self.error is None:
+            try:
+                self.handle.write(_encode(redact(event)) + "\n")
+            except OSError as err:
+                self.error = err
 
     def flush(self) -> None:
-        self.handle.flush()
+        if self.error is None:
+            try:
+                self.handle.flush()
+            except OSError as err:
+                self.error = err
 
     def close(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError as err:  # what could not be written out before
+            self.error = self.error or err
 
 
 class JsonLines:

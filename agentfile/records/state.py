@@ -11,6 +11,7 @@ once by the scheduler) nor a record of what agentfile created (committed as it i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -155,23 +156,34 @@ class Store:
         self.lock = threading.Lock()
         self.defer = False  # writes wait in `pending` until commit() (see deferred)
         self.pending: list[tuple[str, Sequence[Any]]] = []
+        # Set when the disk is full: writes then wait in `pending`, written once there is
+        # room again (or lost with the process); the build stops, nothing is raised.
+        self.full: str | None = None
 
     def close(self) -> None:
         self.commit()  # what deferred writes gathered, should nothing have written it yet
         self.db.close()
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
-        if self.defer:
+        if self.defer or self.full:
             self.pending.append((sql, args))
             return
-        with self.lock:
-            self.db.execute(sql, args)
+        self._execute(sql, args)
 
     def _write_now(self, sql: str, args: Sequence[Any] = ()) -> None:
         """A write committed at once, deferred writes or not (from any thread): a record of
         what agentfile created must survive a crash in the very next moment."""
+        self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Sequence[Any]) -> None:
         with self.lock:
-            self.db.execute(sql, args)
+            try:
+                self.db.execute(sql, args)
+            except sqlite3.OperationalError as err:
+                if not _is_full(err):
+                    raise
+                self.full = str(err)
+                self.pending.append((sql, args))
 
     def commit(self) -> None:
         """What deferred writes gathered, written in one transaction: in order within each
@@ -182,14 +194,24 @@ class Store:
         pending, self.pending = self.pending, []
         pending.sort(key=lambda write: _table(write[0]))  # stable: a table's order is kept
         with self.lock:
-            self.db.execute("BEGIN")
             try:
-                for sql, rows in itertools.groupby(pending, key=lambda write: write[0]):
-                    self.db.executemany(sql, [args for _, args in rows])
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+                self.db.execute("BEGIN")
+                try:
+                    for sql, rows in itertools.groupby(pending, key=lambda write: write[0]):
+                        self.db.executemany(sql, [args for _, args in rows])
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                if not _is_full(err):
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                self.full = str(err)
+                self.pending = pending + self.pending  # kept, in order, for the next try
+                return
+            self.full = None
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """A query that sees this connection's deferred writes too."""
@@ -374,6 +396,10 @@ def damaged_is_an_error(path: Path, consequence: str) -> Iterator[None]:
         aside = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.damaged')}"
         raise UsageError(f"{path} {what} ({err}); move it aside, e.g. `{aside}`, and "
                          f"agentfile starts a new one: {consequence}") from None
+
+
+def _is_full(err: sqlite3.Error) -> bool:
+    return getattr(err, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(err)
 
 
 def _columns(schema: str) -> dict[str, tuple[str, ...]]:

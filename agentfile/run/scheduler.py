@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +49,9 @@ FLUSH_SECONDS = 0.1  # events and state rows reach their files at least this oft
 PRESSURE_REQUEUE_SECONDS = 10.0  # suspended this long under pressure: stop, queue again
 OTHERS_SECONDS = 0.5  # how stale other builds' spend today may be for the daily alert
 _STOPPED = {"budget": "the build's budget was reached", "failure": "a target failed",
-            "interrupted": "interrupted", "": "the build stopped"}
+            "interrupted": "interrupted", "disk-full": "the disk is full",
+            "": "the build stopped"}
+DISK_FULL_BYTES = 1 << 20  # free space under which the disk counts as full
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Scheduler:
         self.retries_said: dict[str, int] = {}  # the last attempt a `retrying` event named
         self.queued: list[str] = []
         self.requeued: set[str] = set()  # stopped under lasting pressure: to start again
+        self.disk_full = False  # a write of agentfile's own failed, or the disk is nearly full
         # What other builds spent today (SPEC 8: the daily budget is the user's, across
         # repositories), read again at most every OTHERS_SECONDS and before each agent starts.
         self.others_today = 0.0
@@ -194,6 +198,7 @@ class Scheduler:
         while True:
             self._collect(block=False)
             self._check_budgets()
+            self._check_disk()
             if self.interrupted.is_set() and self.outcome.stopped != "interrupted":
                 self.outcome.stopped = "interrupted"
                 for running in self.running.values():
@@ -477,13 +482,14 @@ class Scheduler:
         for number, attempt in enumerate(result.attempts[:-1], start=2):  # too fast to see
             self._say_retries(name, number, f"{attempt.status}: {attempt.error or ''}")
         status = result.status
+        cause = self.outcome.stopped
         if status == "interrupted" and not self.interrupted.is_set() and \
-                self.outcome.stopped == "budget":
-            status = "over-budget"
+                cause in ("budget", "disk-full"):
+            status = "over-budget" if cause == "budget" else status
             last = result.attempts[-1] if result.attempts else None
             if last is not None and last.error:
                 last.error = last.error.replace("stopped (interrupted)",
-                                                f"stopped: {_STOPPED['budget']}", 1)
+                                                f"stopped: {_STOPPED[cause or '']}", 1)
         if result.work is not None:
             try:
                 status = self._merge(running.target, result, status)
@@ -495,8 +501,11 @@ class Scheduler:
         self.outcome.results[name] = result
         if result.diff:  # kept for `{deps.NAME.diff}` of a later build, where it is up to date
             path = self.files.diff(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(redactor().text(result.diff), encoding="utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(redactor().text(result.diff), encoding="utf-8")
+            except OSError:  # a full disk: the diff is in git, on the target's branch
+                self.disk_full = True
         self.spent += result.cost_usd
         if self.request.ledger is not None and running.target.kind == "agent":
             _, agent = self.loaded.agent_definition(running.target)
@@ -524,6 +533,7 @@ class Scheduler:
                 self.store.forget_work(name)
             self._finish(name, status, result=result)
         if status not in SUCCESS:
+            self.disk_full = self.disk_full or _no_room(self.loaded.root)
             self._flush()  # a failure is never left to a later tick
             if self.outcome.stopped is None and not self.request.keep_going and \
                     status != "interrupted":
@@ -646,6 +656,18 @@ class Scheduler:
                 if running.target.kind == "agent" or over_time:
                     running.job.cancel.set()
 
+    def _check_disk(self) -> None:
+        """A full disk (agentfile's own writes failed, or a target failed with the disk
+        nearly full): the build stops as for a failure, but with -k too, the running targets
+        stopped and their work committed as far as the disk allows."""
+        if self.outcome.stopped in ("disk-full", "interrupted") or \
+                not (self.disk_full or self.store.full):
+            return
+        self.outcome.stopped = "disk-full"
+        self.emit("disk_full", detail=self.store.full or "less than 1 MiB left")
+        for running in self.running.values():
+            running.job.cancel.set()
+
     def emit(self, event: str, **fields: object) -> None:
         self.reporter.emit(make_event(event, self.run_id, **fields))
 
@@ -695,3 +717,11 @@ def _gist(text: str | None) -> str | None:
     if gist.endswith(":") and len(lines) > 1:
         gist = f"{gist} {lines[-1].strip()}"
     return gist[:200]
+
+
+def _no_room(root: Path) -> bool:
+    """Whether the disk under `root` is (nearly) full: a failure then is likely its."""
+    try:
+        return bool(shutil.disk_usage(root).free < DISK_FULL_BYTES)
+    except OSError:
+        return False
