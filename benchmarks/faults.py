@@ -132,7 +132,7 @@ def one_run(repo: Path, marks: Path, rng: random.Random, number: int) -> Run:
 def check(repo: Path, marks: Path, code: int | None, out: str) -> list[str]:
     """What the run broke of the promises (empty: none)."""
     problems: list[str] = []
-    if "Traceback" in out or "internal error" in out:
+    if "internal error" in out or ("Traceback" in out and not _in_start_up(out)):
         problems.append(f"an internal error: {out[-400:]}")
     alive = _alive(repo)
     if alive:
@@ -148,8 +148,15 @@ def check(repo: Path, marks: Path, code: int | None, out: str) -> list[str]:
     for name in sorted(p.name for p in marks.iterdir()):
         if not any(_holds(repo, b, f"out-{name}.txt") for b in branches):
             problems.append(f"{name} wrote its output, which is on no branch")
-    problems += _state(repo, code)
+    problems += _state(repo, code, _in_start_up(out))
     return problems
+
+
+def _in_start_up(out: str) -> bool:
+    """A Ctrl-C in the first moments, while the Python interpreter itself starts (before any
+    code of agentfile's runs): Python's own traceback, which no program can prevent, and
+    exit 1; nothing was made yet (the other checks see to it)."""
+    return out.rstrip().endswith("KeyboardInterrupt") and "/agentfile/" not in out
 
 
 def _holds(repo: Path, branch: str, path: str) -> bool:
@@ -157,9 +164,9 @@ def _holds(repo: Path, branch: str, path: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _state(repo: Path, code: int | None) -> list[str]:
+def _state(repo: Path, code: int | None, start_up: bool) -> list[str]:
     database = repo / ".agentfile" / "state.sqlite"
-    stopped = code == 130 or (code is not None and code < 0)
+    stopped = code == 130 or (code is not None and code < 0) or start_up
     if not database.exists():
         # Stopped before it recorded anything (before Python had even started agentfile,
         # the signal ends it as any program): it must have made nothing either (the checks
