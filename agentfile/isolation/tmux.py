@@ -131,6 +131,9 @@ class TmuxSession:
                     "server exited" in line or "lost server" in line for line in result.stderr):
                 break
             time.sleep(0.05 * (attempt + 1))
+        if result.returncode != 0 and not any("duplicate session" in line
+                                              for line in result.stderr):
+            session.kill()  # made, then an option refused: not left behind
         _check(result, "new-session")
         return session
 
