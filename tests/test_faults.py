@@ -490,3 +490,26 @@ def test_a_full_disk_fails_the_target_and_stops_the_rest_keeping_their_work(
     cleaned = cli(repo, "clean")
     assert cleaned.returncode == 0, cleaned.stderr
     assert "internal error" not in cleaned.stderr
+
+
+def test_branch_isolation_when_the_user_switches_back_mid_target(repo: Path) -> None:
+    """Item 9: the user checks out their own branch while a branch-isolated target runs.
+    Nothing is committed onto the user's branch; the target says what happened; what is
+    in the checkout (the user's edit, the target's file) is left as it is."""
+    write(repo, "t:\n    isolation = branch\n"
+                "    run = \"sleep 3; echo agent > agent.txt\"\n")
+    before = git(repo, "rev-parse", "main").strip()
+    build = start_build(repo)
+    deadline = time.monotonic() + 30
+    while "agentfile/targets/" not in git(repo, "branch", "--show-current"):
+        assert time.monotonic() < deadline, "the target never got its branch"
+        time.sleep(0.05)
+    git(repo, "checkout", "-q", "main")
+    (repo / "README.md").write_text("the user's edit\n")
+    out, _ = build.communicate(timeout=60)
+    assert build.returncode == 1, out
+    assert "switched back to main" in out, out
+    assert git(repo, "rev-parse", "main").strip() == before
+    assert git(repo, "branch", "--show-current").strip() == "main"
+    assert (repo / "README.md").read_text() == "the user's edit\n"
+    assert (repo / "agent.txt").read_text() == "agent\n"

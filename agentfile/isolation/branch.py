@@ -40,6 +40,14 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
     assert workspace.detail is not None and workspace.base is not None
     wip = status != "succeeded"
     message = commit_message(target, worktrees.run_id, status, agent)
+    mine = worktrees.start_branch
+    if mine is not None and git.current_branch() == mine:
+        # Switched back to the user's branch meanwhile (by the user: an agent has no
+        # business there): committing would put the target's work, and whatever the user
+        # changed, on the user's branch. Nothing is committed, nothing checked out over it.
+        raise WorkKept(f"your checkout was switched back to {mine} while it ran: nothing was "
+                       "committed, what it left is in your checkout as it is; its branch "
+                       f"{workspace.detail} holds nothing of it")
     try:
         git.commit_all(git.root, message,
                        exclude=[*target.definition.copy_files, *workspace.foreign])
