@@ -1,5 +1,8 @@
 """`python -m agentfile`."""
 
-from agentfile.entry import main
+try:
+    from agentfile.entry import main
+except KeyboardInterrupt:  # a Ctrl-C as it starts: an interruption, no traceback
+    raise SystemExit(130) from None
 
 raise SystemExit(main())
