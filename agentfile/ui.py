@@ -29,9 +29,9 @@ WAITING_ROWS = 8  # waiting targets the board shows below the running ones
 _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "timeout": "red", "over-budget": "red", "oom": "red", "conflict": "yellow",
           "violation": "red", "blocked": "yellow", "interrupted": "yellow", "died": "red",
-          "error": "red"}
+          "error": "red", "rate-limited": "magenta"}
 _STATE_STYLE = {"running": "cyan", "verifying": "blue", "suspended": "yellow",
-                "stopping": "red", "preparing": "dim"}
+                "stopping": "red", "preparing": "dim", "rate-limited": "magenta"}
 
 
 @dataclass
@@ -166,6 +166,12 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
         return f"throttled  {event.get('target')}: {event.get('reason')}"
     if kind == "waiting":
         return f"waiting    {event['target']}: {event['reason']}"
+    if kind == "rate_limited":
+        how = "the CLI retries" if event.get("retrying") else "it waits its turn"
+        wait = f", {human_time(event['wait_s'])}" if event.get("wait_s") else ""
+        model = f" ({event['model']})" if event.get("model") else ""
+        return (f"limited    {event.get('target')}: {event.get('provider')}{model} "
+                f"{event.get('reason')}{wait} ({how}; {event.get('window')} at once)")
     if kind == "merged":
         return f"merged     {event.get('target')} into {event.get('into')}"
     if kind == "build_finished":
@@ -208,7 +214,7 @@ class Board:
                 line = describe(event, self.log_path)
                 if line:
                     self.console.print(Text(line, style=_STYLE.get(event["status"], "")))
-        elif kind in ("budget_warning", "throttled", "retrying"):
+        elif kind in ("budget_warning", "throttled", "retrying", "rate_limited"):
             line = describe(event, self.log_path)
             if line:
                 self.console.print(Text(line, style="yellow"))
@@ -408,6 +414,10 @@ def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, A
         # One target, or none that took time, has nothing to compare its wall time with.
         if ran > 1 and totals["duration_s"] and totals["sequential_s"]:
             line += f" ({totals['sequential_s'] / totals['duration_s']:.1f}x)"
+    limits = totals.get("rate_limits") or {}
+    if limits.get("signals"):
+        line += (f" · rate limited {plural(limits['signals'], 'time')}, "
+                 f"{plural(limits.get('waits', 0), 'attempt')} waited for the provider")
     console.print(line)
 
 

@@ -6,6 +6,11 @@ success is exit 0 *and* every `message_send_starting` in its `--analytics-log` a
 `prompt_tokens`, `completion_tokens` and `cost` (dollars, from litellm's price table). aider
 has no session id: a retry passes `--restore-chat-history`, with the chat history kept in the
 run's directory (not in the work tree, where it would be committed).
+
+Rate limits (captured, tests/data/aider/ratelimit-then-success.*): the openai SDK under
+litellm retries a 429 twice without a word; then aider prints "litellm.RateLimitError: …" and
+"Retrying in 0.2 seconds...", and goes on retrying. A 503/529 is `litellm.ServiceUnavailableError`
+("overloaded"). When it gives up, it exits 0 all the same (see above).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import json
 import re
 from pathlib import Path
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
-from agentfile.agents.events import find_cli, number
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, RateLimit, Usage
+from agentfile.agents.events import find_cli, number, wait_in
 
 BINARY_VARIABLE = "AGENTFILE_AIDER"
 _API_ERROR = re.compile(r"litellm\.\w*Error|APIConnectionError|AuthenticationError")
+_REFUSALS = {"litellm.RateLimitError": "rate limit",
+             "litellm.ServiceUnavailableError": "overloaded"}
 
 
 def binary() -> str:
@@ -88,6 +95,12 @@ class AiderProvider:
         if costs:
             usage.cost_usd = sum(costs)
             usage.cost_reported = True
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        for marker, reason in _REFUSALS.items():
+            if line.startswith(marker):
+                return RateLimit(reason, wait_s=wait_in(line), detail=line.strip())
+        return None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict:

@@ -72,6 +72,24 @@ class AgentCommand:
     stdin: Path | None = None  # a file for the CLI's standard input (else /dev/null)
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """The provider refused for its own sake (too many requests, overloaded, a spent quota),
+    as the CLI printed it: the provider's condition, not the target's failure."""
+
+    reason: str  # "rate limit", "overloaded" or "quota"
+    retrying: bool = False  # the CLI waits and retries on its own; else its attempt ends
+    wait_s: float | None = None  # how long the provider asked to wait (retry-after)
+    resets_at: float | None = None  # epoch seconds: when a spent quota comes back
+    detail: str = ""
+
+    def until(self, now: float) -> float | None:
+        """Epoch seconds before which asking again is refused, when the provider said."""
+        if self.resets_at is not None:
+            return self.resets_at
+        return now + self.wait_s if self.wait_s is not None else None
+
+
 @dataclass
 class AgentVerdict:
     """How an attempt went, read from the CLI's events and its exit code."""
@@ -101,6 +119,9 @@ class Provider(Protocol):
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         """Called ten times a second: read usage the CLI writes elsewhere than stdout."""
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        """Whether one line of the CLI's output says the provider refused for its own sake."""
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict: ...

@@ -6,6 +6,14 @@ message, `total_cost_usd` and `usage`. Success is exit 0 *and* `is_error: false`
 exits 1 on an API error with `subtype: "success"`, and exits 0 when permissions denied a tool.
 `total_cost_usd` adds up over every run of a resumed session, so one invocation's cost is the
 sum of `model_usage_since_last_result[*].costUSD` when the CLI reports it.
+
+Rate limits (seen with 2.1.330 against a stand-in answering 429/529 with `retry-after`): while
+the CLI retries on its own it prints `system/api_retry` with `error_status` 429 (`error:
+"rate_limit"`) or 529 (`"overloaded"`) and `retry_delay_ms` (the retry-after, plus jitter); when
+it gives up (after `CLAUDE_CODE_MAX_RETRIES`, default 10) the `result` has `is_error: true` and
+`api_error_status` 429/529, exit 1. On a claude.ai subscription it also prints
+`rate_limit_event` whose `rate_limit_info.status` is `rejected` once the plan's limit is spent,
+with `resetsAt` (epoch seconds); with an API key it never does.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from agentfile.agents.base import (
     AgentCommand,
     AgentRequest,
     AgentVerdict,
+    RateLimit,
     Usage,
     too_long_for_an_argument,
 )
@@ -33,6 +42,7 @@ from agentfile.agents.events import (
 )
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
+REFUSALS = {429: "rate limit", 529: "overloaded"}  # the API statuses that are its own state
 
 
 def binary() -> str:
@@ -108,6 +118,36 @@ class ClaudeProvider:
         return readable(event, request.workspace)
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
+        return None
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        if "rate_limit" not in line and "api_retry" not in line and \
+                "api_error_status" not in line:
+            return None  # most lines: not worth decoding twice
+        event = json_line(line)
+        if event is None:
+            return None
+        kind = event.get("type")
+        if kind == "system" and event.get("subtype") == "api_retry":
+            reason = REFUSALS.get(event.get("error_status"))  # type: ignore[arg-type]
+            if reason is None:
+                return None  # a 5xx or a lost connection: the CLI's business
+            delay = event.get("retry_delay_ms")
+            return RateLimit(reason, retrying=True,
+                             wait_s=delay / 1000 if isinstance(delay, int | float) else None,
+                             detail=f"{event.get('error_status')} {event.get('error')}")
+        if kind == "rate_limit_event":
+            info = event.get("rate_limit_info") or {}
+            if info.get("status") != "rejected":
+                return None  # allowed, allowed_warning: a notice, not a refusal
+            resets = info.get("resetsAt")
+            return RateLimit("quota", resets_at=float(resets)
+                             if isinstance(resets, int | float) else None,
+                             detail=f"{info.get('rateLimitType') or 'plan'} limit reached")
+        if kind == "result" and event.get("is_error"):
+            reason = REFUSALS.get(event.get("api_error_status"))  # type: ignore[arg-type]
+            if reason is not None:
+                return RateLimit(reason, detail=str(event.get("result") or reason))
         return None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,

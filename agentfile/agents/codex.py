@@ -5,11 +5,20 @@ Observed with codex-cli 0.169 against a stand-in Responses API: success is exit 
 "Reconnecting…" notice). Usage arrives only in `turn.completed.usage`, summed over the run's
 model calls, and on `codex exec resume` it is the whole thread's total, so the tokens already
 counted for that thread are subtracted. Codex reports no cost: dollars are tokens x `price`.
+
+Rate limits (seen with 0.169 against the stand-in): while Codex retries on its own it prints
+`error` events "Reconnecting... 1/5 (exceeded retry limit, last status: 429 Too Many
+Requests)"; when it gives up, `turn.failed` says "exceeded retry limit, last status: 429 …".
+A spent ChatGPT plan (`usage_limit_reached`) fails at once with "You've hit your usage limit.
+… try again at 7:02 PM." (local time; a date first when it is not today), and a spent API
+balance (`insufficient_quota`) with "Quota exceeded. Check your plan and billing details."
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +26,7 @@ from agentfile.agents.base import (
     AgentCommand,
     AgentRequest,
     AgentVerdict,
+    RateLimit,
     Usage,
     too_long_for_an_argument,
 )
@@ -27,10 +37,25 @@ from agentfile.agents.events import (
     number,
     prose,
     sequence,
+    time_in,
     tool_line,
+    wait_in,
 )
 
 BINARY_VARIABLE = "AGENTFILE_CODEX"
+_LAST_STATUS = re.compile(r"last status: (429|503|529)\b")
+_QUOTA = re.compile(r"hit your usage limit|Quota exceeded", re.IGNORECASE)
+
+
+def refusal(message: str, *, retrying: bool) -> RateLimit | None:
+    """What a Codex error message says of the provider's limits, if anything."""
+    status = _LAST_STATUS.search(message)
+    if status is not None:
+        reason = "rate limit" if status.group(1) == "429" else "overloaded"
+        return RateLimit(reason, retrying=retrying, wait_s=wait_in(message), detail=message)
+    if _QUOTA.search(message):
+        return RateLimit("quota", resets_at=time_in(message, time.time()), detail=message)
+    return None
 
 
 def binary() -> str:
@@ -101,6 +126,18 @@ class CodexProvider:
         return readable(event, request.workspace)
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
+        return None
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        if "status" not in line and "limit" not in line and "Quota" not in line:
+            return None
+        event = json_line(line)
+        if event is None:
+            return None
+        if event.get("type") == "error" and str(event.get("message")).startswith("Reconnecting"):
+            return refusal(str(event["message"]), retrying=True)
+        if event.get("type") == "turn.failed":
+            return refusal(str((event.get("error") or {}).get("message") or ""), retrying=False)
         return None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,

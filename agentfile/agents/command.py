@@ -6,7 +6,7 @@ It reports usage by rewriting `$AGENTFILE_USAGE_FILE` and its final message by w
 
 from __future__ import annotations
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, Usage
+from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, RateLimit, Usage
 from agentfile.manifest.expand import substitute_shell
 
 MESSAGE_LINES = 20
@@ -29,6 +29,9 @@ class CommandProvider:
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        return None  # any program: its output has no agreed form
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict:

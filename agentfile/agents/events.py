@@ -1,11 +1,13 @@
-"""What the CLI providers share: finding the CLI, reading its JSON-lines output, and
-writing it as lines a person reads."""
+"""What the CLI providers share: finding the CLI, reading its JSON-lines output,
+writing it as lines a person reads, and the waits a provider's message names."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,48 @@ def mapping(value: object) -> dict[str, Any]:
 def sequence(value: object) -> list[Any]:
     """A field of an event that should be a list; [] when it is not."""
     return value if isinstance(value, list) else []
+
+
+# "Please try again in 2s", "retry in 35.2s", "try again in 1m30s", "retry after 20 seconds":
+# how long a provider's message asks to wait.
+_WAIT = re.compile(r"(?:try again|retry) (?:in|after) ((?:\d+(?:\.\d+)?\s*(?:ms|h|m|s|"
+                   r"seconds?|minutes?|hours?)\s*)+)", re.IGNORECASE)
+_WAIT_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s|seconds?|minutes?|hours?)", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+# "try again at 7:02 PM", "try again at Dec 7th, 2026 1:34 AM" (Codex, in local time).
+_AT = re.compile(r"try again at (?:([A-Z][a-z]{2}) (\d{1,2})(?:st|nd|rd|th)?, (\d{4}) )?"
+                 r"(\d{1,2}):(\d{2})\s*([AP]M)", re.IGNORECASE)
+
+
+def wait_in(text: str) -> float | None:
+    """Seconds a message asks to wait ("try again in 2s"), or None."""
+    found = _WAIT.search(text)
+    if found is None:
+        return None
+    total = 0.0
+    for amount, unit in _WAIT_PART.findall(found.group(1)):
+        key = unit.lower()
+        total += float(amount) * _UNIT_SECONDS["ms" if key == "ms" else key[0]]
+    return total
+
+
+def time_in(text: str, now: float) -> float | None:
+    """Epoch seconds of a local time a message names ("try again at 7:02 PM"): the next such
+    time when it names no date."""
+    found = _AT.search(text)
+    if found is None:
+        return None
+    month, day, year, hour, minute, half = found.groups()
+    clock = int(hour) % 12 + (12 if half.upper() == "PM" else 0)
+    today = datetime.datetime.fromtimestamp(now)
+    if month:
+        try:
+            date = datetime.datetime.strptime(f"{month} {day} {year}", "%b %d %Y").date()
+        except ValueError:
+            return None
+    else:
+        date = today.date()
+    moment = datetime.datetime.combine(date, datetime.time(clock, int(minute)))
+    if not month and moment.timestamp() < now:
+        moment += datetime.timedelta(days=1)
+    return moment.timestamp()

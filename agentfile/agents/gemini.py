@@ -6,10 +6,18 @@ Observed with Gemini CLI 0.61 against a stand-in API: the last event is `result`
 the documented 1/42/53/55…, and after an API error the HTTP status & 0xff (e.g. 244 for 500).
 Headless runs need `--skip-trust` and `--yolo` (else write tools are not registered, and the
 run still "succeeds"), and a model: the default `auto` first asks a classifier.
+
+Rate limits (captured from 0.61, tests/data/gemini/fail-http429.*): the `result` is an error
+"[API Error: Resource has been exhausted (e.g. check quota).]" and the exit code 173 (429 &
+0xff); while it retries on its own, its stderr says "Attempt N failed with status 429.
+Retrying with backoff…", and "Attempt N failed: … Max attempts reached" when it gives up.
+A message may name the wait ("Please retry in 35.2s"); a spent daily quota says "exhausted
+your daily quota".
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +25,7 @@ from agentfile.agents.base import (
     AgentCommand,
     AgentRequest,
     AgentVerdict,
+    RateLimit,
     Usage,
     too_long_for_an_argument,
 )
@@ -29,6 +38,7 @@ from agentfile.agents.events import (
     number,
     prose,
     tool_line,
+    wait_in,
 )
 
 BINARY_VARIABLE = "AGENTFILE_GEMINI"
@@ -36,6 +46,18 @@ DEFAULT_MODEL = "gemini-2.5-pro"
 EXIT_MEANINGS = {1: "a general or API error", 41: "authentication", 42: "bad input",
                  44: "the sandbox", 52: "configuration", 53: "the turn limit",
                  54: "a fatal tool error", 55: "an untrusted workspace"}
+_REFUSED = re.compile(r"Resource has been exhausted|RESOURCE_EXHAUSTED|status 429|"
+                      r"rate limit|daily quota|status 503|overloaded", re.IGNORECASE)
+
+
+def refusal(message: str, *, retrying: bool) -> RateLimit | None:
+    """What a Gemini CLI message says of the provider's limits, if anything."""
+    if not _REFUSED.search(message):
+        return None
+    lowered = message.lower()
+    reason = ("quota" if "daily quota" in lowered else
+              "overloaded" if "503" in message or "overloaded" in lowered else "rate limit")
+    return RateLimit(reason, retrying=retrying, wait_s=wait_in(message), detail=message.strip())
 
 
 def binary() -> str:
@@ -99,6 +121,18 @@ class GeminiProvider:
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
+
+    def rate_limit(self, line: str) -> RateLimit | None:
+        if line.startswith("Attempt ") and " failed" in line:  # its retries, on stderr
+            return refusal(line, retrying="Retrying" in line)
+        if '"result"' not in line:
+            return None
+        event = json_line(line)
+        if event is None or event.get("type") != "result" or event.get("status") != "error":
+            return None
+        error = event.get("error")
+        return refusal(str(error.get("message") or ""), retrying=False) \
+            if isinstance(error, dict) else None
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict:

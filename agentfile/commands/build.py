@@ -556,7 +556,11 @@ def _summary(run_id: str, outcome: BuildOutcome, store: Store, code: int) -> dic
         "sequential_s": round(sum(r["duration_s"] for r in rows), 3),
         "cost_usd": round(sum(r["cost_usd"] for r in rows), 6),
         "tokens": sum(r["tokens"] for r in rows),
-        "targets": len(rows), "counts": counts, "targets_table": rows,
+        "targets": len(rows), "counts": counts,
+        # Rate-limit signals the CLIs printed, and attempts that ended on one and were waited out.
+        "rate_limits": {"signals": outcome.rate_limit_signals,
+                        "waits": outcome.rate_limit_waits},
+        "targets_table": rows,
     }
 
 
@@ -573,5 +577,5 @@ def _summary_json(summary: dict[str, Any]) -> str:
 
 def _finished_fields(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in ("status", "exit_code", "counts", "cost_usd", "tokens",
-                                    "duration_s", "sequential_s")}
+                                    "duration_s", "sequential_s", "rate_limits")}
 

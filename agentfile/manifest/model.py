@@ -246,6 +246,11 @@ class Options(_Model):
         default=None, ge=1, examples=[50],
         description="How many builds' run folders (.agentfile/runs/: logs, events, results) "
                     "to keep; older ones are removed as each build ends (default: 50).")
+    rate_limit_wait: Duration | None = Field(
+        default=None, examples=["30m"],
+        description="How long a target may wait for a rate-limited provider (a retry-after, a "
+                    "spent quota's reset) before it stops as `rate-limited` (default: as long "
+                    "as the provider says).")
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 
@@ -280,6 +285,17 @@ class Agent(_Model):
         default=None, examples=["my-agent --prompt {prompt_file}"],
         description="For the `command` provider: the shell command that runs a target; "
                     "`{prompt_file}` names the file holding the prompt.")
+    rate_limit_wait: Duration | None = Field(
+        default=None, examples=["1h"],
+        description="The options' `rate_limit_wait` for this agent's targets.")
+    fallback: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, examples=[["claude-sonnet-4-5"]],
+        description="Models to go on with, in order, once `model` has been rate limited or "
+                    "overloaded for `fallback_after`: the next attempt uses the next one.")
+    fallback_after: Duration = Field(
+        default=0.0, examples=["2m"],
+        description="How long the model may be rate limited before the next `fallback` model "
+                    "takes over (default: at once).")
 
 
 class Target(_Model):

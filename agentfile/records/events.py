@@ -20,7 +20,7 @@ Event = dict[str, Any]
 # What each target status means for the build (SPEC 5.5).
 SUCCESS = ("succeeded", "up-to-date")
 STATUSES = ("succeeded", "up-to-date", "failed", "timeout", "over-budget", "oom", "conflict",
-            "violation", "blocked", "interrupted")
+            "violation", "rate-limited", "blocked", "interrupted")
 
 
 # One encoder for every line: json.dumps with options builds a new one per call.

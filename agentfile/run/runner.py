@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from agentfile import regular
 from agentfile.agents import provider
-from agentfile.agents.base import AgentRequest, Provider, Usage
+from agentfile.agents.base import AgentRequest, Provider, RateLimit, Usage
 from agentfile.isolation.base import Workspace
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute, substitute_shell
 from agentfile.manifest.model import Agent, Budget, FileRef
 from agentfile.records.layout import raw_log
 from agentfile.run import process
+from agentfile.run.pacing import Pacing, Seat, lane_key
 from agentfile.run.process import Steps
 from agentfile.secrets import redactor
 
@@ -41,6 +42,7 @@ FAILURE_LINES = 30
 MAX_USAGE = 2 ** 53  # tokens or dollars an agent may report: far past any real total
 FAILURE_LINE_CHARS = 2000  # 30 such lines: 60 kB at most, in a summary or a prompt
 RETRYABLE = ("failed", "timeout", "oom")
+RATE_LIMITED = "rate-limited"  # an attempt ended for the provider's sake: not a retry
 T = TypeVar("T")
 
 
@@ -74,6 +76,7 @@ class Attempt:
     cpu_s: float | None = None
     session: str | None = None
     error: str | None = None
+    refusal: RateLimit | None = None  # what the provider said, when it ended the attempt
 
 
 @dataclass
@@ -89,6 +92,7 @@ class TargetResult:
     # --no-merge): work the user's branch must hold for the target to be up to date.
     merged_tip: str | None = None
     suspended_s: float = 0.0  # time spent stopped by the throttle under memory pressure
+    rate_limit_waits: int = 0  # attempts that ended for the provider's sake, waited out
 
     @property
     def cost_usd(self) -> float:
@@ -128,6 +132,11 @@ class Job:
     echo: Callable[[str, str], None] | None = None
     # The build's environment, copied once (reading os.environ costs more than a dict copy).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    # Admission per provider (pacing.py): the seat the scheduler took for the first attempt,
+    # and how long the target may wait for a rate-limited provider (None: as long as it says).
+    pacing: Pacing | None = None
+    seat: Seat | None = None
+    patience_s: float | None = None
 
 
 def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
@@ -294,17 +303,21 @@ def _run_call(job: Job, call: process.Call) -> process.Outcome:
 
 
 def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
-    """Every attempt of one target, as steps."""
+    """Every attempt of one target, as steps. An attempt that ended for the provider's sake
+    (a rate limit, an overload, a spent quota) is not one of its retries: the target waits
+    for the provider (pacing.py) and runs again, resuming the CLI's session."""
     result = TargetResult(job.target.name, "failed", diff="")
     failure: str | None = None
     session: str | None = None
-    for number in range(1, job.target.definition.retries + 2):
-        if job.cancel.is_set():
-            result.status = "interrupted"
-            break
+    retries = job.target.definition.retries
+    fallback = _Fallback(job)
+    number = 0
+    while not job.cancel.is_set():
+        number += 1
         started = time.time()
         try:
-            attempt, message = yield from _attempt(job, workspace, number, failure, session)
+            attempt, message = yield from _attempt(job, workspace, number, failure, session,
+                                                   fallback.agent)
         except OSError as err:
             # A step of it could not run (a command over the kernel's 128 KiB, a full disk):
             # this attempt failed, with what it spent so far; the earlier ones stay as they
@@ -316,19 +329,99 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
                                            error=f"agentfile could not run it: {err}"))
             result.status = "failed"
             break
+        if job.seat is not None:  # its place among the provider's attempts, for the next one
+            job.seat.release(succeeded=attempt.status == "succeeded")
         result.attempts.append(attempt)
         result.status = attempt.status
         result.message = message
         session = attempt.session
-        if attempt.status not in RETRYABLE or job.cancel.is_set():
+        if job.cancel.is_set():
             break
+        if attempt.status == RATE_LIMITED and attempt.refusal is not None:
+            result.rate_limit_waits += 1
+            failure = RATE_LIMIT_NOTE
+            job.progress.retry_reason = f"{RATE_LIMITED}: {attempt.error}"
+            stop = _wait_for_provider(job, attempt, attempt.refusal, fallback)
+            if stop == "interrupted":
+                result.status = stop
+            elif stop is not None:
+                result.detail = stop
+            if stop is not None:
+                break
+            continue
+        if attempt.status not in RETRYABLE or retries == 0:
+            break
+        retries -= 1
         failure = attempt.error
         job.progress.retry_reason = attempt.status + (f": {failure}" if failure else "")
+        if job.seat is not None and job.seat.take(job.cancel, None) is not None:
+            result.status = "interrupted"  # while waiting for a place among the provider's
+            break
+    else:  # cancelled before the next attempt could start
+        result.status = "interrupted"
     return result
 
 
+RATE_LIMIT_NOTE = ("the API refused for its own sake (a rate limit), not because of anything "
+                   "you did: carry on from where you stopped.")
+
+
+class _Fallback:
+    """The agent an attempt runs with: the next `fallback` model once the current one has
+    been rate limited for the agent's `fallback_after`."""
+
+    def __init__(self, job: Job) -> None:
+        self.agent = job.agent
+        self.left = list(job.agent.fallback) if job.agent is not None else []
+        self.limited_since: float | None = None
+
+    def after_refusal(self, job: Job, started: float) -> None:
+        """An attempt that started at `started` was refused: move on to the next model when
+        the current one has been refused for long enough."""
+        agent = self.agent
+        if agent is None or not self.left:
+            return
+        if self.limited_since is None:
+            self.limited_since = started
+        if time.time() - self.limited_since < agent.fallback_after:
+            return
+        self.agent = agent.model_copy(update={"model": self.left.pop(0)})
+        self.limited_since = None
+        if job.pacing is not None:  # the next model's lane: limits of its own
+            if job.seat is not None:
+                job.seat.release()
+            job.seat = job.pacing.seat(agent.provider, self.agent.model, job.target.name,
+                                       ceiling=agent.max_parallel, held=False)
+
+
+def _wait_for_provider(job: Job, attempt: Attempt, refusal: RateLimit,
+                       fallback: _Fallback) -> str | None:
+    """After an attempt the provider refused: block until it may be asked again (agent
+    targets always have a worker thread). None, or why the target stops there."""
+    fallback.after_refusal(job, attempt.started)
+    agent = fallback.agent
+    assert agent is not None
+    what = f"{lane_key(agent.provider, agent.model)} {refusal.reason}"
+    if refusal.reason == "quota" and refusal.resets_at is None:
+        return f"{what}, with no time it comes back: {refusal.detail}"
+    seat = job.seat
+    if seat is None:
+        return None
+    progress = job.progress
+    progress.phase = RATE_LIMITED
+    progress.last_line = f"waiting for {what} ({seat.paused_for():.0f}s)"
+    why = seat.take(job.cancel, job.patience_s)
+    if why == "patience":
+        back = seat.resumes_at()
+        shown = time.strftime("%H:%M" if back - time.time() < 12 * 3600 else "%Y-%m-%d %H:%M",
+                              time.localtime(back))
+        return (f"{what}: it comes back at {shown}, later than rate_limit_wait allows "
+                f"({job.patience_s:g}s)")
+    return why
+
+
 def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
-             session: str | None) -> Steps[tuple[Attempt, str | None]]:
+             session: str | None, agent: Agent | None) -> Steps[tuple[Attempt, str | None]]:
     progress = job.progress
     progress.attempt = number
     progress.usage = usage = Usage()
@@ -340,7 +433,8 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     if job.dep_results or job.dep_diffs:  # only then can its texts ask for them
         _dep_aliases(job, values)
     definition = job.target.definition
-    call = _call_agent(job, workspace, number, values, failure, session) if job.agent else None
+    call = _call_agent(job, agent, workspace, number, values, failure, session) \
+        if agent is not None else None
     carried: dict[str, str] = {}  # the placeholders' values the command reads
     if call is not None:
         command = call.command
@@ -352,12 +446,19 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         env.pop(name, None)
 
     on_line = _shown_lines(job)
+    refusals: list[RateLimit] = []  # what the CLI said of the provider's limits
 
     def render(line: str) -> list[str]:
-        """An agent's line: read for usage, and what a person reads of it."""
+        """An agent's line: read for usage and the provider's limits, and what a person
+        reads of it."""
         assert call is not None
         shown = call.provider.parse_line(line, usage, call.request)
         progress.cost_usd = usage.priced(call.request.agent)
+        said = call.provider.rate_limit(line)
+        if said is not None:
+            refusals.append(said)
+            if job.seat is not None:
+                job.seat.signal(said)
         return shown
 
     def on_start(pid: int) -> None:
@@ -366,18 +467,28 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     # Nothing to sample for a plain command without a budget: no watcher at all.
     sampler = Sampler(job, usage, call.request if call else None) \
         if call is not None or job.budget is not None else None
+    watch: Callable[[], str | None] | None = sampler
+    if sampler is not None and job.seat is not None:
+        seat = job.seat
+
+        def watch() -> str | None:
+            # Fewer of the provider's attempts may run than do: one whose CLI only sleeps
+            # before a retry stops, and waits its turn (its session is resumed).
+            return RATE_LIMITED if seat.step_aside() else sampler()
+
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
                             _log_header(number, command), call.stdin if call else None,
                             render=render if call is not None else None,
                             raw_log=raw_log(job.log) if call is not None and
                             call.provider.raw_stream else None)
     progress.phase = "running"
-    outcome = yield process.Call(launch, job.log, on_line, sampler, job.cancel, on_start,
+    outcome = yield process.Call(launch, job.log, on_line, watch, job.cancel, on_start,
                                  job.known)
     progress.pid = None
     status, error = _status(outcome)
     message: str | None = None
     session_out = session
+    refusal: RateLimit | None = None
     if call is not None:
         assert sampler is not None
         sampler()  # the last word on usage, written just before it exited
@@ -388,6 +499,13 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
         if status in ("succeeded", "failed") and not verdict.ok:
             status = verdict.status or "failed"
             error = verdict.error or error or "the agent reported a failure"
+        # It ended because the provider refused (the CLI gave up on it, or agentfile had it
+        # step aside): the provider's condition, not the target's failure.
+        final = [r for r in refusals if not r.retrying]
+        if refusals and (status == RATE_LIMITED or (status == "failed" and final)):
+            refusal = (final or refusals)[-1]
+            status = RATE_LIMITED
+            error = f"{call.request.agent.provider} {refusal.reason}: {refusal.detail}"
         if message is not None:
             job.result_file.write_text(redactor().text(message), encoding="utf-8")
     if status == "succeeded" and definition.verify:
@@ -395,7 +513,8 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     return Attempt(number, status, outcome.exit_code, started, time.time(),
                    cost_usd=progress.cost_usd, tokens=usage.tokens,
                    peak_rss_bytes=progress.peak_rss_bytes or None, cpu_s=progress.cpu_s,
-                   session=session_out, error=error), message
+                   session=session_out, error=error,
+                   refusal=refusal), message
 
 
 def _mask_in_place(path: Path) -> None:
@@ -423,17 +542,17 @@ class _AgentCall:
     stdin: Path | None = None
 
 
-def _call_agent(job: Job, workspace: Workspace, number: int, values: Mapping[str, str],
-                failure: str | None, session: str | None) -> _AgentCall:
+def _call_agent(job: Job, agent: Agent, workspace: Workspace, number: int,
+                values: Mapping[str, str], failure: str | None,
+                session: str | None) -> _AgentCall:
     """Write the prompt as sent, clear last attempt's result and usage, ask the provider."""
-    assert job.agent is not None
-    chosen = provider(job.agent.provider)
+    chosen = provider(agent.provider)
     for path in (job.prompt_file, job.result_file, job.usage_file):
         path.parent.mkdir(parents=True, exist_ok=True)
     job.prompt_file.write_text(compose_prompt(job, values, failure), encoding="utf-8")
     job.result_file.unlink(missing_ok=True)
     job.usage_file.unlink(missing_ok=True)
-    request = AgentRequest(job.target.name, job.run_id, job.agent, workspace.path,
+    request = AgentRequest(job.target.name, job.run_id, agent, workspace.path,
                            job.prompt_file, job.result_file, job.usage_file, number,
                            dict(values), session, _money_left(job))
     planned = chosen.command(request)

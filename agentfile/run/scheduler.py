@@ -35,7 +35,8 @@ from agentfile.records.layout import RunFiles
 from agentfile.records.state import OutcomeRow, Store
 from agentfile.run.executors import Executor
 from agentfile.run.executors.local import LocalExecutor
-from agentfile.run.runner import Job, Progress, TargetResult
+from agentfile.run.pacing import Pacing
+from agentfile.run.runner import RATE_LIMITED, Job, Progress, TargetResult
 from agentfile.run.throttle import Limits, Monitor
 from agentfile.secrets import redactor
 
@@ -98,6 +99,8 @@ class BuildOutcome:
     kept: dict[str, str] = field(default_factory=dict)  # branch -> why it stays
     budget_refused: bool = False  # an agent target was not started: the daily budget
     conflicts: list[str] = field(default_factory=list)
+    rate_limit_waits: int = 0  # attempts that ended for a provider's sake and were waited out
+    rate_limit_signals: int = 0  # `rate_limited` events: what the CLIs said of their limits
 
 
 class Scheduler:
@@ -136,6 +139,7 @@ class Scheduler:
         self.interrupted = threading.Event()
         self.spent = 0.0
         self.monitor = Monitor(request.limits)
+        self.pacing = Pacing(request.jobs)  # each provider's share of -j while it pushes back
         self.environ = dict(os.environ)  # every target's base environment, copied once
         self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
@@ -197,6 +201,7 @@ class Scheduler:
             self._held_for_canary(name)
         while True:
             self._collect(block=False)
+            self._report_rate_limits()
             self._check_budgets()
             self._check_disk()
             if self.interrupted.is_set() and self.outcome.stopped != "interrupted":
@@ -349,6 +354,10 @@ class Scheduler:
         if agent is not None and agent_name is not None and agent.max_parallel is not None \
                 and self.agent_use.get(agent_name, 0) >= agent.max_parallel:
             return f"agent {agent_name} is at max_parallel = {agent.max_parallel}"
+        if agent is not None:
+            held = self.pacing.hold(agent.provider, agent.model)
+            if held is not None:
+                return held
         return self._checkout_conflict(target) or self._throttle(target)
 
     def _throttle(self, target: ConcreteTarget) -> str | None:
@@ -392,6 +401,16 @@ class Scheduler:
                 self.emit("throttled", target=name, action="resumed",
                           reason=f"memory in use {monitor.machine.memory_percent:.0f}%")
 
+    def _report_rate_limits(self) -> None:
+        """What the CLIs said of their providers' limits since the last tick, as events."""
+        for notice in self.pacing.drain():
+            self.outcome.rate_limit_signals += 1
+            limit = notice.limit
+            self.emit("rate_limited", target=notice.target, provider=notice.provider,
+                      model=notice.model, reason=limit.reason, wait_s=round(notice.wait_s, 3),
+                      resets_at=limit.resets_at, retrying=limit.retrying,
+                      window=notice.window, detail=_gist(limit.detail))
+
     def _checkout_conflict(self, target: ConcreteTarget) -> str | None:
         """Targets sharing the main checkout: a branch target has it alone (it switches the
         branch), and two dir() targets whose directories overlap never run together."""
@@ -430,6 +449,13 @@ class Scheduler:
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}", environ=self.environ, echo=self.request.echo,
         )
+        if agent is not None:
+            job.pacing = self.pacing
+            job.seat = self.pacing.seat(agent.provider, agent.model, name,
+                                        ceiling=agent.max_parallel)
+            patience = agent.rate_limit_wait
+            job.patience_s = patience if patience is not None else \
+                self.loaded.manifest.options.rate_limit_wait
         if self.request.terminal is not None and (
                 self.request.all_in_tmux or self.loaded.in_tmux(target)):
             job.terminal = self.request.terminal
@@ -470,6 +496,8 @@ class Scheduler:
             self.locks.pop(lock, None)
         if running.agent_name is not None:
             self.agent_use[running.agent_name] -= 1
+        if running.job.seat is not None:
+            running.job.seat.release()  # given back after each attempt; here in any case
         tree = self.monitor.untrack(name)
         if name in self.requeued and not self.interrupted.is_set():
             # Stopped for the machine's sake, not its own: not an attempt, start it again.
@@ -532,11 +560,13 @@ class Scheduler:
             elif name in self.work_tips:
                 self.store.forget_work(name)
             self._finish(name, status, result=result)
+        self.outcome.rate_limit_waits += result.rate_limit_waits
         if status not in SUCCESS:
             self.disk_full = self.disk_full or _no_room(self.loaded.root)
             self._flush()  # a failure is never left to a later tick
+            # A rate-limited target is the provider's condition: other providers' work goes on.
             if self.outcome.stopped is None and not self.request.keep_going and \
-                    status != "interrupted":
+                    status not in ("interrupted", RATE_LIMITED):
                 self.outcome.stopped = "failure"
 
     def _finish(self, name: str, status: str, *, result: TargetResult | None = None,

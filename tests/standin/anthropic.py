@@ -77,14 +77,15 @@ def turn(*blocks: dict[str, Any], stop_reason: str | None = None, input_tokens: 
 
 def http_error(status: int = 500, error_type: str = "api_error",
                message: str = "stand-in: internal server error",
-               retry: bool | None = False) -> Reply:
+               retry: bool | None = False, headers: dict[str, str] | None = None) -> Reply:
     """An HTTP error status with Anthropic's JSON error body.
 
     ``retry`` sets the ``x-should-retry`` header the Anthropic SDK obeys (None: no header, so the
-    SDK decides by status: 408/409/429/5xx are retried with backoff).
+    SDK decides by status: 408/409/429/5xx are retried with backoff); ``headers`` adds others
+    (``retry-after``, ``anthropic-ratelimit-*``).
     """
     return {"kind": "http_error", "status": status, "error_type": error_type,
-            "message": message, "retry": retry}
+            "message": message, "retry": retry, "headers": dict(headers or {})}
 
 
 def stream_error(error_type: str = "overloaded_error", message: str = "stand-in: overloaded",
@@ -137,6 +138,7 @@ class AnthropicStandin:
         self.requests: list[dict[str, Any]] = []  # JSON bodies sent to /v1/messages
         self.main_requests: list[dict[str, Any]] = []  # those that consumed the plan
         self.exhausted = 0
+        self.headers: dict[str, str] = {}  # sent with every streamed reply (rate-limit state)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -299,10 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
             reply = http_error(_ERROR_STATUS.get(reply["error_type"], 500), reply["error_type"],
                                reply["message"], retry=False)
         if reply["kind"] == "http_error":
+            extra = dict(reply.get("headers") or {})
+            if reply.get("retry") is not None:
+                extra["x-should-retry"] = "true" if reply["retry"] else "false"
             self._send_json(reply["status"], {"type": "error", "error": {
-                "type": reply["error_type"], "message": reply["message"]}},
-                {} if reply.get("retry") is None
-                else {"x-should-retry": "true" if reply["retry"] else "false"})
+                "type": reply["error_type"], "message": reply["message"]}}, extra)
         elif body.get("stream"):
             self._stream(reply, model)
         else:
@@ -316,6 +319,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", _new_id("req"))
+        for key, value in self.owner.headers.items():
+            self.send_header(key, value)
         self.end_headers()
         usage = reply.get("usage") or {"input_tokens": 100, "output_tokens": 50}
         start = _message(reply, model, _new_id("msg"))

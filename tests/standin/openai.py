@@ -118,13 +118,17 @@ def error(
     msg: str = "stand-in server error",
     code: str | None = "server_error",
     headers: JSON | None = None,
+    fields: JSON | None = None,
 ) -> JSON:
+    """An HTTP error; ``fields`` go into the body's ``error`` object (``type``,
+    ``resets_in_seconds`` of a usage limit)."""
     return {
         "kind": "error",
         "status": status,
         "message": msg,
         "code": code,
         "headers": headers or {},
+        "fields": fields or {},
     }
 
 
@@ -268,6 +272,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         "type": "server_error",
                         "param": None,
                         "code": reply["code"],
+                        **reply.get("fields", {}),
                     }
                 },
                 reply.get("headers"),
@@ -293,6 +298,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         "type": "server_error",
                         "param": None,
                         "code": reply["code"],
+                        **reply.get("fields", {}),
                     }
                 },
                 reply.get("headers"),

@@ -2,7 +2,7 @@
 
     python3.12 -m venv "$AGENTFILE_TOOLS/aider-venv"
     "$AGENTFILE_TOOLS/aider-venv/bin/pip" install aider-chat==0.86.2
-    python tests/data/aider/capture_aider.py [OUTDIR]        # default: this folder
+    python tests/data/aider/capture_aider.py [OUTDIR [CASE…]]  # default: this folder, all
 
 aider talks Chat Completions through litellm; tests/standin/openai.py answers
 ``POST /v1/chat/completions`` from a script.  aider is pointed at it with
@@ -75,6 +75,8 @@ def main() -> None:
         prompt: str,
         timeout: float = 600,
     ) -> None:
+        if only and name not in only:
+            return
         with open(os.path.join(ws, "prompt.txt"), "w") as f:
             f.write(prompt)
         log = os.path.join(ws, "analytics.jsonl")
@@ -131,6 +133,8 @@ def main() -> None:
             "workspace_files": sorted(os.listdir(ws)),
         }
         print(f"{name}: rc={p.returncode} {wall}s {nreq} requests", file=sys.stderr)
+
+    only = set(sys.argv[2:])  # case names to capture again (all when none is given)
 
     try:
         # 1. success, streaming (default): litellm does not ask for usage in the
@@ -190,10 +194,29 @@ def main() -> None:
             ws,
             "Create hello.txt.",
         )
+        # 5. rate limited: a 429 (retry-after 1) four times, then the reply. The openai SDK
+        #    under litellm retries twice on its own, silently; then aider prints
+        #    litellm.RateLimitError and "Retrying in N seconds...", and succeeds
+        home, ws = dirs("ratelimit-then-success")
+        limited = oa.error(429, "Rate limit reached for gpt-4o-mini on requests per min (RPM): "
+                           "Limit 3, Used 3, Requested 1. Please try again in 1s.",
+                           code="rate_limit_exceeded", headers={"retry-after": "1"})
+        run(
+            "ratelimit-then-success",
+            [limited] * 4 + [oa.message(whole("hello.txt", "hello\n"))],
+            [],
+            home,
+            ws,
+            "Create hello.txt.",
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    with open(os.path.join(outdir, "runs.json"), "w") as f:
+    path = os.path.join(outdir, "runs.json")
+    if only and os.path.exists(path):  # the other cases' entries stay as they were
+        with open(path) as f:
+            runs = {**json.load(f)["runs"], **runs}
+    with open(path, "w") as f:
         json.dump({"aider_version": VERSION, "runs": runs}, f, indent=1)
         f.write("\n")
 

@@ -52,7 +52,9 @@ def claude_bin() -> str:
 
 
 def run_case(claude: str, work: Path, case: str, plan: list[PlanEntry], args: list[str],
-             env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+             env_extra: dict[str, str] | None = None) -> dict[str, Any] | None:
+    if ONLY and case not in ONLY:
+        return None
     repo, home = work / "repo", work / "home"
     with AnthropicStandin(plan) as server:
         env = {k: v for k, v in os.environ.items()
@@ -86,6 +88,15 @@ def run_case(claude: str, work: Path, case: str, plan: list[PlanEntry], args: li
     print(f"{case}: exit {proc.returncode} in {seconds:.2f}s, {len(server.log)} requests",
           file=sys.stderr)
     return record
+
+
+ONLY = set(sys.argv[1:])  # the cases to capture again (all when none is named)
+
+
+def rate_limited(status: int, error_type: str) -> PlanEntry:
+    """A refusal the CLI retries (no x-should-retry), asking to wait 1 s."""
+    return http_error(status, error_type, f"stand-in: {error_type}", retry=None,
+                      headers={"retry-after": "1"})
 
 
 def main() -> None:
@@ -127,12 +138,28 @@ def main() -> None:
              text("I could not write denied.txt.")],
             ["-p", "create denied.txt", "--output-format", "stream-json", "--verbose",
              "--model", "claude-sonnet-4-5"])
+        # Rate limits: retried by the CLI (api_retry events, then success), and given up on
+        # (CLAUDE_CODE_MAX_RETRIES): the final result's api_error_status.
+        cases["rate_limit_retry"] = run_case(
+            claude, work, "rate_limit_retry",
+            [rate_limited(429, "rate_limit_error")] * 2 + [text("Done.")],
+            ["-p", "say done", *FLAGS])
+        cases["rate_limited"] = run_case(
+            claude, work, "rate_limited", [rate_limited(429, "rate_limit_error")],
+            ["-p", "say done", *FLAGS], {"CLAUDE_CODE_MAX_RETRIES": "0"})
+        cases["overloaded"] = run_case(
+            claude, work, "overloaded", [rate_limited(529, "overloaded_error")] * 2,
+            ["-p", "say done", *FLAGS], {"CLAUDE_CODE_MAX_RETRIES": "1"})
+        if ONLY:  # the other cases stay as they were
+            cases = {**json.loads((HERE / "cases.json").read_text()),
+                     **{k: v for k, v in cases.items() if v is not None}}
         text_out = json.dumps(cases, indent=1, ensure_ascii=False) + "\n"
         (HERE / "cases.json").write_text(text_out.replace(str(work), "/WORK"))
         for case in ("success", "resume", "api_error", "stream_error", "budget",
-                     "permission_denied"):
+                     "permission_denied", "rate_limit_retry", "rate_limited", "overloaded"):
             path = HERE / f"{case}.jsonl"
-            path.write_text(path.read_text().replace(str(work), "/WORK"))
+            if not ONLY or case in ONLY:
+                path.write_text(path.read_text().replace(str(work), "/WORK"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

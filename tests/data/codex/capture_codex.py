@@ -1,7 +1,7 @@
 """Re-create the captures in this folder by driving the REAL Codex CLI offline.
 
     bash tests/standin/install_codex.sh          # once; prints the binary path
-    python tests/data/codex/capture_codex.py [OUTDIR]  # default: this folder
+    python tests/data/codex/capture_codex.py [OUTDIR [CASE…]]  # default: this folder, all
 
 Each case starts the stand-in Responses API server (tests/standin/openai.py) on
 127.0.0.1, writes $CODEX_HOME/config.toml with a custom provider pointing at it,
@@ -51,9 +51,10 @@ def usage(inp: int, cached: int, out: int, reasoning: int = 0) -> dict[str, Any]
 
 
 class Case:
-    def __init__(self, codex: str, outdir: str):
+    def __init__(self, codex: str, outdir: str, only: set[str]):
         self.codex = codex
         self.outdir = outdir
+        self.only = only  # the cases to capture again (all when empty)
         self.runs: dict[str, dict[str, Any]] = {}
 
     def run(
@@ -69,6 +70,8 @@ class Case:
         api_key: str | None = "sk-standin-test",
         kill_after: float | None = None,
     ) -> dict[str, Any]:
+        if self.only and name not in self.only:
+            return {}
         codex_home = os.path.join(home, ".codex")
         os.makedirs(codex_home, exist_ok=True)
         with oa.OpenAIStandin(script) as srv:
@@ -147,7 +150,7 @@ def main() -> None:
     os.makedirs(outdir, exist_ok=True)
     codex = codex_bin()
     version = subprocess.run([codex, "--version"], capture_output=True, text=True).stdout.strip()
-    c = Case(codex, outdir)
+    c = Case(codex, outdir, set(sys.argv[2:]))
     base = ["exec", "--json", "--skip-git-repo-check"]
     tmp = tempfile.mkdtemp(prefix="agentfile-codex-capture-")
     try:
@@ -185,8 +188,9 @@ def main() -> None:
             home,
             ws,
         )
-        with open(os.path.join(home, "last.txt")) as f:
-            c.runs["success"]["output_last_message"] = f.read()
+        if "success" in c.runs:
+            with open(os.path.join(home, "last.txt")) as f:
+                c.runs["success"]["output_last_message"] = f.read()
 
         # 2. failures, retries off (request_max_retries = stream_max_retries = 0)
         for name, reply in [
@@ -304,9 +308,27 @@ def main() -> None:
             home,
             ws,
         )
+
+        # 9. rate limits: a 429 that Codex retries (default policy: "Reconnecting... N/5
+        #    (exceeded retry limit, last status: 429 …)") before it gives up; a spent
+        #    ChatGPT plan (usage_limit_reached, with the time it comes back)
+        limited = oa.error(429, "Rate limit reached for requests per min. Please try again "
+                           "in 1s.", code="rate_limit_exceeded", headers={"retry-after": "1"})
+        home, ws = dirs("ratelimit")
+        c.run("fail-http429-ratelimit", [limited],
+              [*base, "--sandbox", "workspace-write", "say hi"], home, ws, retries=2)
+        home, ws = dirs("usage-limit")
+        c.run("fail-http429-usage-limit",
+              [oa.error(429, "usage limit", code="usage_limit_reached",
+                        fields={"type": "usage_limit_reached", "plan_type": "plus",
+                                "resets_at": int(time.time()) + 7200})],
+              [*base, "--sandbox", "workspace-write", "say hi"], home, ws)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    if c.only:  # the other cases' entries stay as they were
+        with open(os.path.join(outdir, "runs.json")) as f:
+            c.runs = {**json.load(f)["runs"], **c.runs}
     with open(os.path.join(outdir, "runs.json"), "w") as f:
         json.dump({"codex_version": version, "runs": c.runs}, f, indent=1)
         f.write("\n")
