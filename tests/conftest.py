@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from standin.openai import OpenAIStandin, codex_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -133,3 +134,25 @@ def on_a_terminal(cwd: Path, env: dict[str, str], *args: str,
 def interactive_environment() -> dict[str, str]:
     """This environment as a person's terminal has it: no NO_COLOR, CI or FORCE_COLOR."""
     return {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI", "FORCE_COLOR")}
+
+
+# -- the real Codex CLI against the stand-in Responses API (tests/standin/openai.py) ----------
+
+
+@pytest.fixture(scope="module")
+def codex_binary() -> str:
+    return installed_cli("install_codex.sh")
+
+
+@pytest.fixture
+def codex_home(tmp_path: Path) -> Path:
+    home = tmp_path / "codex-home"
+    (home / ".codex").mkdir(parents=True)
+    return home
+
+
+def codex_env(server: OpenAIStandin, binary: str, home: Path) -> dict[str, str]:
+    """What `agentfile build` needs to run the real Codex against `server`, in `home`."""
+    (home / ".codex" / "config.toml").write_text(codex_config(server.base_url))
+    return {"HOME": str(home), "CODEX_HOME": str(home / ".codex"),
+            "STANDIN_API_KEY": "sk-standin", "AGENTFILE_CODEX": binary}

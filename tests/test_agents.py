@@ -7,12 +7,11 @@ and the real Codex CLI is driven end to end against a stand-in Responses API.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DATA, Result, Run, git, installed_cli
-from standin.openai import OpenAIStandin, add_file_patch, apply_patch_call, codex_config, error
+from conftest import DATA, Result, Run, codex_env, git
+from standin.openai import OpenAIStandin, add_file_patch, apply_patch_call, error
 from standin.openai import message as reply
 
 from agentfile.agents.aider import AiderProvider, analytics_path
@@ -135,24 +134,6 @@ def test_aider_exit_0_after_an_api_error_is_a_failure(tmp_path: Path, capture: s
 
 
 # -- the real Codex CLI -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def codex_binary() -> str:
-    return installed_cli("install_codex.sh")
-
-
-@pytest.fixture
-def codex_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "codex-home"
-    (home / ".codex").mkdir(parents=True)
-    yield home
-
-
-def codex_env(server: OpenAIStandin, binary: str, home: Path) -> dict[str, str]:
-    (home / ".codex" / "config.toml").write_text(codex_config(server.base_url))
-    return {"HOME": str(home), "CODEX_HOME": str(home / ".codex"),
-            "STANDIN_API_KEY": "sk-standin", "AGENTFILE_CODEX": binary}
 
 
 def codex_writes_hello(repo: Path, agentfile_cli: Run, binary: str, home: Path,

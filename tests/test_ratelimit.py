@@ -13,15 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Run, git, installed_cli
+from conftest import DATA, Run, codex_env, git, installed_cli
 from standin.anthropic import AnthropicStandin, Reply, http_error, text, tool_use
 from standin.bucket import TokenBucket
-from standin.openai import OpenAIStandin, codex_config, error, message
+from standin.openai import OpenAIStandin, error, message
 
 from agentfile.agents import provider
 from agentfile.agents.base import RateLimit
@@ -247,31 +247,13 @@ def test_a_fallback_model_takes_over_when_the_model_is_overloaded(
 # -- builds with the real Codex CLI -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def codex() -> str:
-    return installed_cli("install_codex.sh")
-
-
-@pytest.fixture
-def codex_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "codex-home"
-    (home / ".codex").mkdir(parents=True)
-    yield home
-
-
-def codex_env(server: OpenAIStandin, binary: str, home: Path) -> dict[str, str]:
-    (home / ".codex" / "config.toml").write_text(codex_config(server.base_url))
-    return {"HOME": str(home), "CODEX_HOME": str(home / ".codex"),
-            "STANDIN_API_KEY": "sk-standin", "AGENTFILE_CODEX": binary}
-
-
 def test_codex_gives_up_on_a_429_and_agentfile_resumes_its_thread(
-        repo: Path, agentfile_cli: Run, codex: str, codex_home: Path) -> None:
+        repo: Path, agentfile_cli: Run, codex_binary: str, codex_home: Path) -> None:
     script = [error(429, "Rate limit reached. Please try again in 1s.", "rate_limit_exceeded",
                     headers={"retry-after": "1"}), message("Said hi.")]
     with OpenAIStandin(script) as server:
         commit(repo, 'hi:\n    agent = codex\n    isolation = none\n    prompt = "say hi"\n')
-        result = agentfile_cli("build", cwd=repo, env=codex_env(server, codex, codex_home))
+        result = agentfile_cli("build", cwd=repo, env=codex_env(server, codex_binary, codex_home))
     assert result.code == 0, result.out + result.err
     done = finished(repo)["hi"]
     assert done["status"] == "succeeded" and done["attempt"] == 2
@@ -285,7 +267,7 @@ def test_codex_gives_up_on_a_429_and_agentfile_resumes_its_thread(
 
 
 def test_a_spent_plan_past_the_patience_stops_its_target_and_the_build_goes_on(
-        repo: Path, agentfile_cli: Run, codex: str, codex_home: Path) -> None:
+        repo: Path, agentfile_cli: Run, codex_binary: str, codex_home: Path) -> None:
     resets = int(time.time()) + 7200
     script = [error(429, "usage limit", "usage_limit_reached",
                     fields={"type": "usage_limit_reached", "resets_at": resets})]
@@ -295,7 +277,7 @@ def test_a_spent_plan_past_the_patience_stops_its_target_and_the_build_goes_on(
                "    priority = 1\n"
                'other:\n    run = "echo ok > ok.txt"\n')
         result = agentfile_cli("build", "-j1", cwd=repo,
-                               env=codex_env(server, codex, codex_home))
+                               env=codex_env(server, codex_binary, codex_home))
     assert result.code == 1, result.out + result.err
     done = finished(repo)
     assert done["hi"]["status"] == "rate-limited" and done["hi"]["attempt"] == 1
@@ -307,14 +289,14 @@ def test_a_spent_plan_past_the_patience_stops_its_target_and_the_build_goes_on(
     assert "rate-limited" in result.out
 
 
-def test_a_rate_limited_wait_is_cut_short_by_ctrl_c(repo: Path, codex: str,
+def test_a_rate_limited_wait_is_cut_short_by_ctrl_c(repo: Path, codex_binary: str,
                                                     codex_home: Path) -> None:
     """A target waiting for its provider stops at once on SIGINT: interrupted, exit 130."""
     script = [error(429, "usage limit", "usage_limit_reached",
                     fields={"type": "usage_limit_reached", "resets_at": int(time.time()) + 600})]
     with OpenAIStandin(script) as server:
         commit(repo, 'hi:\n    agent = codex\n    isolation = none\n    prompt = "say hi"\n')
-        env = {**os.environ, "NO_COLOR": "1", **codex_env(server, codex, codex_home)}
+        env = {**os.environ, "NO_COLOR": "1", **codex_env(server, codex_binary, codex_home)}
         proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "--json"],
                                 cwd=repo, env=env, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
