@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove the worktrees, branches and tmux sessions "
                            "agentfile made (never unmerged work without --force)")
     _manifest_options(clean)
-    clean.add_argument("--run", metavar="ID", help="what this run left (default: the last)")
+    clean.add_argument("--run", metavar="ID", help="what this run left (default: the last "
+                       "and every build that died)")
     clean.add_argument("--all", action="store_true", dest="every", help="what every run left")
     clean.add_argument("-n", "--dry-run", action="store_true", help="say what would go")
     clean.add_argument("--force", action="store_true",

@@ -27,6 +27,7 @@ CACHE_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_ca
 CACHE_SUFFIXES = (".pyc", ".pyo")
 # Who commits when git knows no one: a machine without user.name/user.email (CI, a container).
 FALLBACK_NAME, FALLBACK_EMAIL = "agentfile", "agentfile@localhost"
+MERGE_SUBJECT = "agentfile: merge "  # how the scheduler's merges of targets' branches begin
 
 
 class CommitFailed(AgentfileError):
@@ -166,10 +167,16 @@ class Git:
         return wanted & listed
 
     def merged_anywhere(self, branch: str) -> bool:
-        """The branch's tip is contained in some other branch (its work is not lost)."""
-        tip = self.rev(branch)
-        out = str(self.cmd.branch("--contains", tip, "--format=%(refname:short)"))
-        return any(b.strip() and b.strip() != branch for b in out.splitlines())
+        """Every commit of the branch is contained in some other branch, but agentfile's own
+        merges (its work is not lost): a dead build's integration branch, whose targets' work
+        a later build merged again, holds nothing of its own."""
+        out = str(self.cmd.log("--format=%P%x09%s", branch, "--not", f"--exclude={branch}",
+                               "--branches"))
+        for line in out.splitlines():
+            parents, _, subject = line.partition("\t")
+            if len(parents.split()) < 2 or not subject.startswith(MERGE_SUBJECT):
+                return False
+        return True
 
     def checked_out(self) -> dict[str, Path]:
         """Each branch checked out in some worktree (the main checkout included): where."""

@@ -174,6 +174,9 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
                 f"{event.get('reason')}{wait} ({how}; {event.get('window')} at once)")
     if kind == "merged":
         return f"merged     {event.get('target')} into {event.get('into')}"
+    if kind == "recovered":
+        return (f"recovered  {event.get('target')}: finished in build {event.get('run')}, "
+                f"which died; merged from {event.get('branch')}, not run again")
     if kind == "build_finished":
         return f"build {event['status']} in {human_time(event.get('duration_s'))}"
     return None
@@ -432,6 +435,8 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     for row in rows:
         counts = row.get("counts") or {}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "-"
+        if row.get("running"):  # a build that died: what it was running then
+            summary += f"; died running {', '.join(row['running'])}"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
         status = row.get("status") or "running"
         table.add_row(row["id"], started, Text(status, style=_STYLE.get(status, "")),

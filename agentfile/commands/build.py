@@ -44,6 +44,7 @@ from agentfile.records.retention import DEFAULT_KEEP_RUNS, prune_runs
 from agentfile.records.runlock import build_lock
 from agentfile.records.state import Store, open_store
 from agentfile.run import process
+from agentfile.run.recovery import recover
 from agentfile.run.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
 from agentfile.run.throttle import Limits
 from agentfile.secrets import configure as configure_secrets
@@ -106,9 +107,11 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     with _signals() as stop, build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
         # Recorded before anything is created, so that whatever it creates has its run.
-        store.close_dead_runs(besides=run_id)  # this build holds the lock: no other is alive
+        died = store.close_dead_runs(besides=run_id)  # this build holds the lock: no other
         store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
         try:
+            # What builds that died left: finished work to merge, sessions to resume.
+            request.recovery = recover(store, layout, loaded, run_id, newly_dead=died)
             if any(loaded.isolation_of(loaded.graph.targets[n]) in ("worktree", "branch")
                    and loaded.graph.targets[n].kind != "group" for n in names):
                 request.worktrees = _begin_worktrees(layout, store, run_id, options)
@@ -243,14 +246,19 @@ def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
 
 
 def _last_run(layout: Layout) -> dict[str, Any] | None:
+    """The last build, finished or not (one that died too): what it was asked for and
+    what of it succeeded, for --retry-failed."""
     store = open_store(layout.database, readonly=True)
     if store is None:
         return None
     try:
-        run = store.last_run(finished=True)
+        run = store.last_run()
         if run is None:
             return None
         succeeded = [o.target for o in store.outcomes(run["id"]) if o.status in SUCCESS]
+        if run["status"] in ("running", "died"):  # not finished: killed, it may have
+            # finished work whose rows it never wrote (the next build merges it)
+            succeeded += [w.target for w in store.finished_work(run["id"])]
         return {"run": run, "succeeded": succeeded}
     finally:
         store.close()

@@ -3,7 +3,8 @@
 Only worktrees, branches and tmux sessions recorded in state are candidates, never anything
 found by a name pattern. A worktree with uncommitted changes, or a branch holding commits
 that no other branch contains, is kept unless `--force`: cleaning never loses work. Running
-it twice removes nothing the second time.
+it twice removes nothing the second time. Without a run, it cleans up after the last build and
+after every build that died (killed, it could not clean up itself).
 """
 
 from __future__ import annotations
@@ -98,13 +99,15 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
         raise UsageError(f"run {run} is still building (pid {live and live.get('pid')})")
     if run is not None and store.run(run) is None:
         raise UsageError(f"no run {run} in this repository (see `agentfile runs`)")
-    scope = run
-    if scope is None and not every:
-        last = store.last_run(besides=running)  # a killed build's too
-        scope = last["id"] if last else None
-        if scope is None:
+    runs: set[str] | None = {run} if run is not None else None  # None: every run
+    if run is None and not every:
+        last = store.last_run(besides=running)
+        if last is None:
             return []
-    resources = [r for r in store.resources(run_id=scope) if r["run"] != running]
+        # The last build's, and every build's that died: no build of theirs will clean up.
+        runs = {last["id"], *store.dead_runs(besides=running)}
+    resources = [r for r in store.resources() if r["run"] != running and
+                 (runs is None or r["run"] in runs)]
     git = _git(layout) if resources else None
     steps: list[Step] = []
     for resource in resources:

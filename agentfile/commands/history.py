@@ -13,7 +13,7 @@ from agentfile import ui
 from agentfile.commands.common import print_json
 from agentfile.errors import EXIT_OK, UsageError
 from agentfile.manifest.locate import manifest_path, repository_root
-from agentfile.records.events import read_events
+from agentfile.records.events import read_events, unfinished
 from agentfile.records.layout import Layout, RunFiles
 from agentfile.records.runlock import holder
 from agentfile.records.state import Store, open_store
@@ -37,14 +37,17 @@ def read_store(layout: Layout) -> Store:
 def runs(*, file: str | None, limit: int, as_json: bool) -> int:
     layout = layout_for(file)
     store = read_store(layout)
+    live = live_run(layout)
     try:
         rows = store.runs(limit)
+        for row in rows:
+            settle(row, live)
+            decode_run(row)
+            if row["status"] == "died":
+                row["counts"], row["running"] = _died_counts(layout, store, row["id"])
     finally:
         store.close()
-    live = _live_run(layout)
     for row in rows:
-        _settle(row, live)
-        decode_run(row)
         row.pop("argv", None)
     if as_json:
         print_json(rows)
@@ -66,7 +69,7 @@ def logs(*, file: str | None, target: str, run: str | None, follow: bool,
     """A target's log as a person reads it; its agent's final message (`result`); or the
     agent's stream as its CLI wrote it (`raw`). `as_json`: JSON lines, for tools."""
     layout = layout_for(file)
-    live = _live_run(layout) if follow and run is None else None
+    live = live_run(layout) if follow and run is None else None
     run_id = run or live or _latest_run_with(layout, target)
     files = RunFiles(layout.run_dir(run_id))
     log = files.log(target)
@@ -150,6 +153,22 @@ class _LinesAsJson:
         sys.stdout.flush()
 
 
+def _died_counts(layout: Layout, store: Store,
+                 run_id: str) -> tuple[dict[str, int], list[str]]:
+    """A build that died wrote no counts: its events say what finished, and what it was
+    running when it died, but for work it finished and committed (recorded first)."""
+    events = read_events(RunFiles(layout.run_dir(run_id)).events)
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["event"] == "target_finished":
+            counts[event["status"]] = counts.get(event["status"], 0) + 1
+    running = unfinished(events)
+    for work in store.finished_work(run_id):
+        if running.pop(work.target, None) is not None:
+            counts["succeeded"] = counts.get("succeeded", 0) + 1
+    return counts, list(running)
+
+
 def _latest_run_with(layout: Layout, target: str) -> str:
     if not layout.runs_dir.is_dir():
         raise UsageError("no build has run in this repository yet")
@@ -227,17 +246,17 @@ def _last(layout: Layout) -> dict[str, Any] | None:
     finally:
         store.close()
     if last is not None:
-        _settle(last, _live_run(layout))
+        settle(last, live_run(layout))
         decode_run(last)
     return last
 
 
-def _live_run(layout: Layout) -> str | None:
+def live_run(layout: Layout) -> str | None:
     live = holder(layout.lock_file)
     return str(live.get("run")) if live else None
 
 
-def _settle(row: dict[str, Any], live: str | None) -> None:
+def settle(row: dict[str, Any], live: str | None) -> None:
     """A run the state still calls `running` whose build holds no lock was killed before it
     could say how it ended (the next build records that too)."""
     if row.get("status") == "running" and row.get("id") != live:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
-from agentfile.isolation.worktree import WorkKept, Worktrees, WorktreeWork, commit_message
+from agentfile.isolation.worktree import (
+    Committed,
+    WorkKept,
+    Worktrees,
+    WorktreeWork,
+    commit_message,
+)
 from agentfile.manifest.expand import ConcreteTarget
 
 
@@ -34,8 +40,10 @@ def prepare(worktrees: Worktrees, target: ConcreteTarget) -> Workspace:
 
 
 def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
-           status: str, agent: str | None = None) -> WorktreeWork:
-    """Commit what the target left on its branch, then give the user their checkout back."""
+           status: str, agent: str | None = None, *,
+           committed: Committed | None = None) -> WorktreeWork:
+    """Commit what the target left on its branch, then give the user their checkout back
+    (`committed` hears of the work first, as with a worktree)."""
     git = worktrees.git
     assert workspace.detail is not None and workspace.base is not None
     wip = status != "succeeded"
@@ -57,8 +65,11 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
                        f"{worktrees.start_branch or worktrees.start_commit}") from None
     try:
         tip = git.keep_head_on(git.root, workspace.detail)
+        work = WorktreeWork(workspace.detail, workspace.base, committed=tip != workspace.base,
+                            wip=wip, tip=tip)
+        if committed is not None:
+            committed(work)
         workspace.diff = git.diff(workspace.base, tip) if tip != workspace.base else ""
     finally:
         git.restore_checkout(worktrees.start_branch or worktrees.start_commit)
-    return WorktreeWork(workspace.detail, workspace.base, committed=tip != workspace.base,
-                        wip=wip)
+    return work

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentfile.isolation import branch, directory, none_workspace
-from agentfile.isolation.worktree import WorkKept, Worktrees
+from agentfile.isolation.worktree import WorkKept, Worktrees, WorktreeWork
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
 from agentfile.run.process import Steps
@@ -31,6 +31,8 @@ class Places:
     main_git: Git | None  # the user's checkout, when it is a git repository and dir() needs it
     # The directories of dir() targets running now, but the given target's.
     running_dirs: Callable[[str], list[str]]
+    # Told of a worktree or branch target's work the moment its commit exists.
+    committed: Callable[[Job, TargetResult, WorktreeWork], None] | None = None
 
     def run(self, job: Job) -> TargetResult:
         """Every attempt of the job's target, in its place; never raises."""
@@ -79,9 +81,16 @@ class Places:
                 result.work = self.worktrees.finish(
                     workspace, job.target, result.status,
                     keep=not self.loaded.checks_merged_work(job.target),
-                    agent=self.loaded.agent_label(job.target))
+                    agent=self.loaded.agent_label(job.target),
+                    committed=self._hear(job, result))
             result.diff = workspace.diff
         return result
+
+    def _hear(self, job: Job, result: TargetResult) -> Callable[[WorktreeWork], None] | None:
+        told = self.committed
+        if told is None:
+            return None
+        return lambda work: told(job, result, work)
 
     def _in_branch(self, job: Job) -> TargetResult:
         assert self.worktrees is not None
@@ -95,7 +104,8 @@ class Places:
         finally:
             with _kept(result):
                 result.work = branch.finish(self.worktrees, workspace, job.target,
-                                            result.status, self.loaded.agent_label(job.target))
+                                            result.status, self.loaded.agent_label(job.target),
+                                            committed=self._hear(job, result))
             result.diff = workspace.diff
         return result
 

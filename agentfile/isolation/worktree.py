@@ -12,6 +12,7 @@ removed and the branch kept for the scheduler to merge, or for the user to inspe
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +49,10 @@ class WorktreeWork:
     base: str
     committed: bool  # the branch holds commits beyond its base
     wip: bool = False  # committed as work in progress (failed or interrupted)
+    tip: str = ""  # the branch's commit
+
+
+Committed = Callable[[WorktreeWork], None]
 
 
 @dataclass
@@ -97,10 +102,12 @@ class Worktrees:
         return Workspace(path=path, mode="worktree", detail=branch, base=base)
 
     def finish(self, workspace: Workspace, target: ConcreteTarget, status: str, *,
-               keep: bool = True, agent: str | None = None) -> WorktreeWork:
+               keep: bool = True, agent: str | None = None,
+               committed: Committed | None = None) -> WorktreeWork:
         """Commit what the target left (nothing is lost), note its diff, remove the worktree.
         `keep=False`: a check on the merged work (a run target after agents' work, by
-        default): what it left uncommitted (reports, caches) is not its work and goes."""
+        default): what it left uncommitted (reports, caches) is not its work and goes.
+        `committed` hears of the work the moment its commit exists (recovery's record)."""
         assert workspace.detail is not None and workspace.base is not None
         branch = workspace.detail
         wip = status != "succeeded"
@@ -113,11 +120,15 @@ class Worktrees:
                 raise WorkKept(f"its work is not committed: {err}; it is kept in its "
                                f"worktree {workspace.path} (branch {branch})") from None
         tip = self.git.keep_head_on(workspace.path, branch)
+        work = WorktreeWork(branch, workspace.base, committed=tip != workspace.base, wip=wip,
+                            tip=tip)
+        if committed is not None:
+            committed(work)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
         if not self.keep:
             self.git.remove_worktree(workspace.path)
             self.store.resource_removed("worktree", str(workspace.path))
-        return WorktreeWork(branch, workspace.base, committed=tip != workspace.base, wip=wip)
+        return work
 
     def drop_branch(self, branch: str) -> None:
         """A branch whose work is merged (or that holds none) is deleted."""

@@ -125,3 +125,13 @@ def read_events(path: Path) -> list[Event]:
         except ValueError:
             continue
     return events
+
+
+def unfinished(events: list[Event]) -> dict[str, float]:
+    """The targets a run had started and not finished, and when they started: what a build
+    that died was running."""
+    started = {e["target"]: e["time"] for e in events if e["event"] == "target_started"}
+    for event in events:
+        if event["event"] == "target_finished":
+            started.pop(event["target"], None)
+    return started

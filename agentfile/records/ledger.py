@@ -70,6 +70,13 @@ class Ledger:
                             (time.time(), today(), repo, run, target, agent, provider,
                              cost_usd, tokens))
 
+    def recorded(self, *, run: str, target: str) -> bool:
+        """Whether a run's spend on a target is written (a build that died may not have)."""
+        with self.lock:
+            row = self.db.execute("SELECT 1 FROM spend WHERE run=? AND target=? LIMIT 1",
+                                  (run, target)).fetchone()
+        return row is not None
+
     def spent_today(self, *, besides_run: str | None = None) -> float:
         """Today's spend across every repository (but one run's, which counts its own)."""
         with self.lock:

@@ -98,6 +98,21 @@ CREATE TABLE IF NOT EXISTS resources (
     removed REAL,
     PRIMARY KEY (kind, name)
 );
+-- A worktree or branch target's work, recorded the moment its commit exists (before it is
+-- merged, written at once): after a crash of the build the next build merges it from there
+-- instead of running it again. `consumed` once a later build has concluded the target.
+CREATE TABLE IF NOT EXISTS finished_work (
+    run TEXT NOT NULL,
+    target TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    base TEXT NOT NULL,
+    tip TEXT NOT NULL,
+    attempts TEXT NOT NULL,
+    recorded REAL NOT NULL,
+    consumed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run, target)
+);
 CREATE INDEX IF NOT EXISTS outcomes_by_target ON outcomes (target, finished);
 """
 
@@ -117,6 +132,23 @@ class OutcomeRow:
     cpu_s: float | None
     exit_code: int | None
     detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedWork:
+    """A finished target's committed work, as recorded before its merge."""
+
+    run: str
+    target: str
+    fingerprint: str
+    branch: str
+    base: str
+    tip: str
+    attempts: list[dict[str, Any]]  # as the attempts table holds them (cost, session, ...)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(float(a.get("cost_usd") or 0) for a in self.attempts)
 
 
 class Store:
@@ -152,6 +184,7 @@ class Store:
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             for table in present & _COLUMNS.keys():
                 self.db.execute(f"SELECT {', '.join(_COLUMNS[table])} FROM {table} LIMIT 0")
+        self.tables = present  # read-only, an older version's database may lack some
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
         self.defer = False  # writes wait in `pending` until commit() (see deferred)
@@ -286,11 +319,22 @@ class Store:
                          args).fetchone()
         return dict(row) if row else None
 
-    def close_dead_runs(self, besides: str) -> None:
+    def close_dead_runs(self, besides: str) -> list[str]:
         """Runs still `running` whose agentfile was killed (SIGKILL, a crash of the machine):
-        called by a build holding the lock, so no other build is alive to own them."""
+        called by a build holding the lock, so no other build is alive to own them. The
+        ids of those closed now."""
+        dead = [r["id"] for r in self._read(
+            "SELECT id FROM runs WHERE status = 'running' AND id != ?", (besides,))]
         self._write_now("UPDATE runs SET status = 'died' WHERE status = 'running' AND id != ?",
                         (besides,))
+        return dead
+
+    def dead_runs(self, *, besides: str | None = None) -> list[str]:
+        """Runs that died (or that still say `running`, other than `besides`, the live
+        build's): newest first."""
+        rows = self._read("SELECT id FROM runs WHERE status IN ('died', 'running') "
+                          "AND id IS NOT ? ORDER BY started DESC", (besides,))
+        return [r["id"] for r in rows]
 
     # -- attempts and outcomes ----------------------------------------------------------
 
@@ -353,6 +397,36 @@ class Store:
     def forget_work(self, target: str) -> None:
         self._write("DELETE FROM work WHERE target=?", (target,))
 
+    # -- finished work, for recovery after a crash ---------------------------------------
+
+    def record_finished_work(self, work: FinishedWork) -> None:
+        """Written at once, from the worker that made the commit: durable before anything
+        after it (the merge, the target's rows) can be cut short."""
+        self._write_now("INSERT OR REPLACE INTO finished_work VALUES (?,?,?,?,?,?,?,?,0)",
+                        (work.run, work.target, work.fingerprint, work.branch, work.base,
+                         work.tip, json.dumps(work.attempts), time.time()))
+
+    def recoverable_work(self, runs: Sequence[str]) -> dict[str, FinishedWork]:
+        """Each target's newest unconsumed finished work among those runs (dead ones)."""
+        if not runs or "finished_work" not in self.tables:
+            return {}
+        marks = ",".join("?" * len(runs))
+        rows = self._read(f"SELECT * FROM finished_work WHERE consumed = 0 AND run IN ({marks})"
+                          " ORDER BY recorded", list(runs))
+        return {r["target"]: _finished(r) for r in rows}  # the newest last, so it stays
+
+    def finished_work(self, run_id: str) -> list[FinishedWork]:
+        if "finished_work" not in self.tables:
+            return []
+        rows = self._read("SELECT * FROM finished_work WHERE run = ? ORDER BY recorded",
+                          (run_id,))
+        return [_finished(r) for r in rows]
+
+    def consume_finished_work(self, target: str, besides_run: str) -> None:
+        """A later build concluded the target: earlier builds' work of it is not merged again."""
+        self._write("UPDATE finished_work SET consumed = 1 WHERE target = ? AND run != ?",
+                    (target, besides_run))
+
     # -- what a build created (SPEC 6.6): recorded before it exists, marked when removed ----
 
     def record_resource(self, run_id: str, kind: str, name: str, target: str | None) -> None:
@@ -413,6 +487,11 @@ def _columns(schema: str) -> dict[str, tuple[str, ...]]:
 
 
 _COLUMNS = _columns(SCHEMA)
+
+
+def _finished(row: sqlite3.Row) -> FinishedWork:
+    return FinishedWork(row["run"], row["target"], row["fingerprint"], row["branch"],
+                        row["base"], row["tip"], json.loads(row["attempts"]))
 
 
 @functools.cache

@@ -137,6 +137,7 @@ class Job:
     pacing: Pacing | None = None
     seat: Seat | None = None
     patience_s: float | None = None
+    resume: str | None = None  # the session of a build that died while it ran, to resume
 
 
 def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
@@ -308,7 +309,7 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
     for the provider (pacing.py) and runs again, resuming the CLI's session."""
     result = TargetResult(job.target.name, "failed", diff="")
     failure: str | None = None
-    session: str | None = None
+    session = job.resume
     retries = job.target.definition.retries
     fallback = _Fallback(job)
     number = 0
@@ -349,10 +350,16 @@ def target_steps(job: Job, workspace: Workspace) -> Steps[TargetResult]:
             if stop is not None:
                 break
             continue
-        if attempt.status not in RETRYABLE or retries == 0:
+        # A session a build that died left may not be there to resume (killed before the
+        # CLI kept it): that attempt failing is followed by a fresh one, not a retry.
+        resumed = number == 1 and job.resume is not None
+        if attempt.status not in RETRYABLE or (retries == 0 and not resumed):
             break
-        retries -= 1
-        failure = attempt.error
+        if resumed:
+            session, failure = None, None  # afresh, as if the dead build had not run it
+        else:
+            retries -= 1
+            failure = attempt.error
         job.progress.retry_reason = attempt.status + (f": {failure}" if failure else "")
         if job.seat is not None and job.seat.take(job.cancel, None) is not None:
             result.status = "interrupted"  # while waiting for a place among the provider's

@@ -11,6 +11,7 @@ budgets beside admission: each is a decision only the one writer of state may ta
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import shutil
@@ -26,16 +27,17 @@ from agentfile.errors import UsageError
 from agentfile.fingerprint import fingerprint, landed, up_to_date
 from agentfile.isolation import directory
 from agentfile.isolation.place import Places
-from agentfile.isolation.worktree import Worktrees
+from agentfile.isolation.worktree import Worktrees, WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isolation
 from agentfile.records.events import SUCCESS, Reporter, last_lines, make_event
 from agentfile.records.layout import RunFiles
-from agentfile.records.state import OutcomeRow, Store
+from agentfile.records.state import FinishedWork, OutcomeRow, Store
 from agentfile.run.executors import Executor
 from agentfile.run.executors.local import LocalExecutor
 from agentfile.run.pacing import Pacing
+from agentfile.run.recovery import Recovery
 from agentfile.run.runner import RATE_LIMITED, Job, Progress, TargetResult
 from agentfile.run.throttle import Limits, Monitor
 from agentfile.secrets import redactor
@@ -77,6 +79,7 @@ class BuildRequest:
     # `build --verbose`: each line a person reads of a target's output, (target, line),
     # called from the thread that runs it.
     echo: Callable[[str, str], None] | None = None
+    recovery: Recovery = field(default_factory=Recovery)  # what builds that died left
 
 
 @dataclass
@@ -161,8 +164,10 @@ class Scheduler:
                        for n in self.names)
         main_git = request.worktrees.git if request.worktrees else (
             _git_or_none(self.loaded.root) if uses_dir else None)
-        self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs)
+        self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs,
+                             self._committed)
         self.executor: Executor = LocalExecutor(self.places, jobs=request.jobs)
+        self.adopted: set[str] = set()  # finished by a build that died: merged, not run
 
     # -- the graph as this build sees it ------------------------------------------------
 
@@ -257,6 +262,8 @@ class Scheduler:
         fp = fingerprint(target, agent=agent, base=self.base,
                          deps={d: self.fingerprints.get(d, "") for d in target.deps})
         self.fingerprints[name] = fp
+        if self._adopt(target, fp):
+            return
         if self._up_to_date(target, fp):
             self._finish(name, "up-to-date")
             return
@@ -448,6 +455,7 @@ class Scheduler:
             cancel=threading.Event(), progress=Progress(),
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}", environ=self.environ, echo=self.request.echo,
+            resume=self.request.recovery.sessions.get(name),
         )
         if agent is not None:
             job.pacing = self.pacing
@@ -518,9 +526,15 @@ class Scheduler:
             if last is not None and last.error:
                 last.error = last.error.replace("stopped (interrupted)",
                                                 f"stopped: {_STOPPED[cause or '']}", 1)
+        self._conclude(running.target, result, status, running.agent_name)
+
+    def _conclude(self, target: ConcreteTarget, result: TargetResult, status: str,
+                  agent_name: str | None) -> None:
+        """A target's end, run or taken over from a build that died: merged, recorded."""
+        name = target.name
         if result.work is not None:
             try:
-                status = self._merge(running.target, result, status)
+                status = self._merge(target, result, status)
             except Exception as err:  # a git failure fails this target, not the build
                 result.detail = f"could not merge its branch {result.work.branch}: {err}"
                 self.outcome.kept[result.work.branch] = f"{name}: merge failed"
@@ -535,12 +549,12 @@ class Scheduler:
             except OSError:  # a full disk: the diff is in git, on the target's branch
                 self.disk_full = True
         self.spent += result.cost_usd
-        if self.request.ledger is not None and running.target.kind == "agent":
-            _, agent = self.loaded.agent_definition(running.target)
+        if self.request.ledger is not None and target.kind == "agent":
+            _, agent = self.loaded.agent_definition(target)
             for attempt in result.attempts:
                 self.request.ledger.record(
                     repo=str(self.loaded.root), run=self.run_id, target=name,
-                    agent=running.agent_name, provider=agent.provider if agent else None,
+                    agent=agent_name, provider=agent.provider if agent else None,
                     cost_usd=attempt.cost_usd, tokens=attempt.tokens)
         with self.store.batch():  # this target's rows, committed once
             for attempt in result.attempts:
@@ -579,6 +593,8 @@ class Scheduler:
         peak = max((a.peak_rss_bytes or 0 for a in attempts), default=0) or None
         cpu = sum(a.cpu_s or 0 for a in attempts) if attempts else None
         detail = detail or (result.detail if result else None) or (last.error if last else None)
+        if name in self.request.recovery.work:  # concluded here: a dead build's work is spent
+            self.store.consume_finished_work(name, self.run_id)
         self.store.record_outcome(OutcomeRow(
             self.run_id, name, status, len(attempts), started, time.time(), duration,
             result.cost_usd if result else 0.0, result.tokens if result else 0, peak, cpu,
@@ -598,6 +614,48 @@ class Scheduler:
                 self._became_ready(child)
             elif child in self.canary_deps and child not in self.outcome.statuses:
                 self._held_for_canary(child)
+
+    def _committed(self, job: Job, result: TargetResult, work: WorktreeWork) -> None:
+        """From a worker, the moment a target's work is committed on its branch: recorded
+        at once, so that a build killed from here on leaves it to the next (recovery.py)."""
+        if result.status == "succeeded":
+            name = job.target.name
+            self.store.record_finished_work(FinishedWork(
+                self.run_id, name, self.fingerprints[name], work.branch, work.base, work.tip,
+                [dataclasses.asdict(a) for a in result.attempts]))
+
+    def _adopt(self, target: ConcreteTarget, fp: str) -> bool:
+        """Work that a build which died finished and committed, for this very fingerprint:
+        merged from its branch, not run (nor paid) again."""
+        work = self.request.recovery.work.get(target.name)
+        worktrees = self.request.worktrees
+        if work is None or worktrees is None or work.fingerprint != fp or \
+                self.request.force or any(d in self.ran and d not in self.adopted
+                                          for d in target.deps):
+            return False
+        git = worktrees.git
+        try:
+            if not git.branch_exists(work.branch):  # merged before the build died, dropped
+                self.store.record_resource(work.run, "branch", work.branch, target.name)
+                git.create_branch(work.branch, work.tip)
+            elif git.rev(work.branch) != work.tip:
+                return False  # moved since: not the work that was recorded
+            diff = git.diff(work.base, work.tip) if work.tip != work.base else ""
+        except Exception:  # git cannot give it back (a lock the kill left): run it again
+            return False
+        self.adopted.add(target.name)
+        # This build's own record of it, should it die too; what it cost was paid once.
+        self.store.record_finished_work(FinishedWork(
+            self.run_id, target.name, fp, work.branch, work.base, work.tip, []))
+        result = TargetResult(
+            target.name, "succeeded",
+            message=_read(RunFiles(self.files.dir.parent / work.run).result(target.name)),
+            diff=diff, detail=f"finished in build {work.run}, which died: merged from its branch",
+            work=WorktreeWork(work.branch, work.base, committed=work.tip != work.base,
+                              tip=work.tip))
+        self.emit("recovered", target=target.name, run=work.run, branch=work.branch)
+        self._conclude(target, result, "succeeded", None)
+        return True
 
     def _merge(self, target: ConcreteTarget, result: TargetResult, status: str) -> str:
         """Merge a worktree target's branch into the integration branch, dependencies
@@ -727,11 +785,14 @@ def _previous(files: RunFiles, store: Store, target: str, kind: str) -> str:
     if run is None:
         return ""
     earlier = RunFiles(files.dir.parent / run)
-    path = earlier.result(target) if kind == "result" else earlier.diff(target)
+    return _read(earlier.result(target) if kind == "result" else earlier.diff(target)) or ""
+
+
+def _read(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
-        return ""
+        return None
 
 
 def _gist(text: str | None) -> str | None:
