@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start nothing while memory in use is at or above P%%")
     build.add_argument("--max-load", type=float, metavar="L",
                        help="start nothing while the load average is at or above L")
+    build.add_argument("--executor", choices=("local", "ray"),
+                       help="where worktree targets run: here (default) or on a Ray cluster")
+    build.add_argument("--ray-address", metavar="HOST:PORT",
+                       help="the Ray cluster to use (default: $RAY_ADDRESS)")
 
     check = sub.add_parser("check", help="load and validate the manifest; exit 0 or 2")
     _manifest_options(check)
@@ -124,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("targets", nargs="*", metavar="TARGET")
     plan.add_argument("-j", "--jobs", type=_jobs, metavar="N",
                       help="job slots to estimate with (-j alone: no limit)")
+    plan.add_argument("--executor", choices=("local", "ray"),
+                      help="say which targets a build with this executor runs where")
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
     graph = sub.add_parser("graph", help="the dependency graph after fan-out")
@@ -216,7 +222,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
             squash=args.squash,
             keep_worktrees=args.keep_worktrees, max_memory=args.max_memory,
-            max_load=args.max_load, tmux=args.tmux, verbose=args.verbose))
+            max_load=args.max_load, tmux=args.tmux, verbose=args.verbose,
+            executor=args.executor, ray_address=args.ray_address))
     if name == "check":
         from agentfile.commands.check import check
 
@@ -228,7 +235,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "plan":
         from agentfile.commands.plan import plan
 
-        return plan(file=args.file, targets=args.targets, jobs=args.jobs, as_json=args.json)
+        return plan(file=args.file, targets=args.targets, jobs=args.jobs, as_json=args.json,
+                    executor=args.executor)
     if name == "graph":
         from agentfile.commands.graph import graph
 

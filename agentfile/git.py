@@ -307,6 +307,35 @@ class Git:
         with self.repo.git.custom_environment(**self.identity()):
             return str(self.cmd.commit_tree(f"{branch}^{{tree}}", "-p", onto, "-m", message))
 
+    # -- bundles: commits carried to and from other machines, no shared filesystem ----------
+
+    @classmethod
+    def cache(cls, path: Path) -> Git:
+        """A bare repository at `path`, made if missing: a node's copy of a coordinator's
+        commits, which worktrees are added to."""
+        if not (path / "HEAD").exists():
+            git.Repo.init(path, bare=True, mkdir=True)
+        return cls(path)
+
+    def has_commit(self, commit: str) -> bool:
+        status, _, _ = self.cmd.cat_file("-e", f"{commit}^{{commit}}",
+                                         with_extended_output=True, with_exceptions=False)
+        return bool(status == 0)
+
+    def bundle(self, path: Path, ref: str, *, excluding: str | None = None) -> str:
+        """Write the commits of `ref` (but those `excluding` has) to a bundle file at `path`;
+        the commit `ref` named then."""
+        with _LOCK:  # a merge moves the ref: the commit returned is the one bundled
+            tip = self.rev(ref)
+            self.cmd.bundle("create", "-q", str(path), ref,
+                            *([f"^{excluding}"] if excluding else []))
+        return tip
+
+    def fetch_bundle(self, path: Path, ref: str, into: str) -> None:
+        """Fetch `ref` from a bundle file into the ref `into` (moved if it existed)."""
+        with _LOCK:
+            self.cmd.fetch("-q", str(path), f"+{ref}:{into}")
+
     def checkout_new(self, branch: str, at: str) -> None:
         """Switch the main work tree to a new branch at `at` (branch isolation)."""
         with _LOCK:

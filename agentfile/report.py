@@ -51,6 +51,7 @@ def html_page(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     started = float(run["started"])
     finished = float(run.get("finished") or max(
         (a["finished"] for r in rows for a in r.get("attempt_rows", [])), default=started))
+    nodes = any(row.get("node") for row in rows)  # some ran on a cluster: where
     cells = []
     for row in rows:
         colour = _COLOURS.get(row["status"], "#607d8b")
@@ -60,7 +61,8 @@ def html_page(run: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
             f"<td>{row['attempts']}</td><td>{row['duration_s']:.1f}s</td>"
             f"<td>{money(row['cost_usd'])}</td><td>{row['tokens'] or '-'}</td>"
             f"<td>{_size(row.get('peak_rss_bytes'))}</td>"
-            f"<td>{html.escape(row.get('detail') or '')}</td></tr>")
+            + (f"<td>{html.escape(row.get('node') or '-')}</td>" if nodes else "")
+            + f"<td>{html.escape(row.get('detail') or '')}</td></tr>")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>agentfile build {html.escape(run['id'])}</title>
@@ -77,7 +79,7 @@ spent {money(float(run.get('cost_usd') or 0)) if run.get('cost_usd') else '$0'} 
 {plural(int(run.get('tokens') or 0), 'token')}</p>
 <h2>Targets</h2>
 <table><tr><th>target</th><th>status</th><th>attempts</th><th>time</th><th>cost</th>
-<th>tokens</th><th>peak memory</th><th>detail</th></tr>
+<th>tokens</th><th>peak memory</th>{"<th>node</th>" if nodes else ""}<th>detail</th></tr>
 {''.join(cells)}
 </table>
 <h2>Timeline</h2>

@@ -370,11 +370,14 @@ def console_for(stream: TextIO) -> Console:
 def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, Any]],
                   totals: Mapping[str, Any]) -> None:
     """The end-of-build table per target and the build's totals (SPEC 10)."""
-    columns = ("target", "status", "attempts", "time", "cost", "tokens", "peak memory")
+    nodes = any(row.get("node") for row in rows)  # some ran on a cluster: where
+    columns = ("target", "status", "attempts", "time", "cost", "tokens", "peak memory",
+               *(("node",) if nodes else ()))
     cells = [(row["target"], row["status"], str(row["attempts"] or "-"),
               human_time(row["duration_s"]) if row["attempts"] else "-",
               money(row["cost_usd"]), str(row["tokens"] or "-"),
-              human_size(row["peak_rss_bytes"])) for row in rows]
+              human_size(row["peak_rss_bytes"]),
+              *((row.get("node") or "-",) if nodes else ())) for row in rows]
     if console.is_terminal and len(rows) <= PRETTY_ROWS:
         from rich.table import Table
         from rich.text import Text
@@ -430,7 +433,9 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     from rich.text import Text
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("run", "started", "status", "time", "targets", "cost"):
+    nodes = any(row.get("nodes") for row in rows)  # some ran on a cluster: where
+    for column in ("run", "started", "status", "time", "targets", "cost",
+                   *(("nodes",) if nodes else ())):
         table.add_column(column)
     for row in rows:
         counts = row.get("counts") or {}
@@ -440,7 +445,8 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
         status = row.get("status") or "running"
         table.add_row(row["id"], started, Text(status, style=_STYLE.get(status, "")),
-                      human_time(row.get("duration_s")), summary, money(row.get("cost_usd")))
+                      human_time(row.get("duration_s")), summary, money(row.get("cost_usd")),
+                      *((", ".join(row.get("nodes") or []) or "-",) if nodes else ()))
     console.print(table)
 
 
@@ -459,10 +465,12 @@ def _status_group(snapshot: Mapping[str, Any]) -> Group | Text:
     head = Text(f"build {snapshot['run']} (pid {snapshot['pid']}): {len(done)}/"
                 f"{snapshot['total']} done, {ok} ok, {len(done) - ok} not", style="bold")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("running", "time", "last line"):
+    nodes = any(row.get("node") for row in snapshot["running"])  # on a cluster: where
+    for column in ("running", *(("node",) if nodes else ()), "time", "last line"):
         table.add_column(column, overflow="ellipsis", no_wrap=True)
     for row in snapshot["running"]:
-        table.add_row(row["target"], human_time(row["elapsed_s"]), row["last_line"])
+        table.add_row(row["target"], *((row.get("node") or "-",) if nodes else ()),
+                      human_time(row["elapsed_s"]), row["last_line"])
     waiting = snapshot.get("waiting") or []
     if not waiting:
         return Group(head, table)

@@ -44,6 +44,7 @@ from agentfile.records.retention import DEFAULT_KEEP_RUNS, prune_runs
 from agentfile.records.runlock import build_lock
 from agentfile.records.state import Store, open_store
 from agentfile.run import process
+from agentfile.run.executors import connect
 from agentfile.run.recovery import recover
 from agentfile.run.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
 from agentfile.run.throttle import Limits
@@ -69,6 +70,8 @@ class BuildOptions:
     max_load: float | None = None
     tmux: bool = False
     verbose: bool = False  # each target's output as it comes, `name | line`
+    executor: str | None = None  # --executor; else options.executor; else local
+    ray_address: str | None = None
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
@@ -97,9 +100,12 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                      if loaded.manifest.options.budget else None),
         limits=_limits(loaded, options),
         daily=loaded.manifest.options.daily_budget,
+        executor=options.executor or loaded.manifest.options.executor or "local",
+        ray_address=options.ray_address,
     )
     if options.dry_run:
         return _dry_run(request, layout, as_json=options.as_json)
+    connect(request.executor, request.ray_address)  # no cluster: exit 2 before anything runs
     layout.ensure()
     run_id = new_run_id()
     # Signals are the build's from before it creates anything (its integration branch, its
@@ -549,7 +555,7 @@ def _summary(run_id: str, outcome: BuildOutcome, store: Store, code: int) -> dic
          "duration_s": round(o.duration_s, 3), "cost_usd": round(o.cost_usd, 6),
          "tokens": o.tokens, "peak_rss_bytes": o.peak_rss_bytes, "cpu_s": o.cpu_s,
          "exit_code": o.exit_code, "started": o.started, "finished": o.finished,
-         "detail": o.detail}
+         "detail": o.detail, "node": o.node}
         for o in store.outcomes(run_id)
     ]
     order = {name: i for i, name in enumerate(outcome.statuses)}

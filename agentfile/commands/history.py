@@ -40,6 +40,7 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
     live = live_run(layout)
     try:
         rows = store.runs(limit)
+        nodes = store.nodes([row["id"] for row in rows])
         for row in rows:
             settle(row, live)
             decode_run(row)
@@ -49,6 +50,7 @@ def runs(*, file: str | None, limit: int, as_json: bool) -> int:
         store.close()
     for row in rows:
         row.pop("argv", None)
+        row["nodes"] = nodes.get(row["id"], [])
     if as_json:
         print_json(rows)
     else:
@@ -214,6 +216,7 @@ def _snapshot(layout: Layout) -> dict[str, Any]:
     started: dict[str, float] = {}
     finished: dict[str, str] = {}
     waiting: dict[str, dict[str, Any]] = {}
+    nodes: dict[str, str] = {}
     total = 0
     for event in events:
         kind = event["event"]
@@ -229,8 +232,11 @@ def _snapshot(layout: Layout) -> dict[str, Any]:
         elif kind == "target_finished":
             finished[event["target"]] = event["status"]
             waiting.pop(event["target"], None)
+        elif kind == "target_placed":
+            nodes[event["target"]] = event["node"]
     running = [{"target": t, "elapsed_s": round(time.time() - at, 1),
-                "last_line": _last_line(RunFiles(layout.run_dir(run_id)).log(t))}
+                "last_line": _last_line(RunFiles(layout.run_dir(run_id)).log(t)),
+                **({"node": nodes[t]} if t in nodes else {})}
                for t, at in started.items() if t not in finished]
     return {"run": run_id, "pid": live.get("pid"), "started": live.get("started"),
             "total": total, "done": finished, "running": running,

@@ -12,6 +12,7 @@ from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
 from agentfile.records.layout import Layout
 from agentfile.records.state import open_store
+from agentfile.run.executors import goes_to_cluster
 from agentfile.ui import plural
 
 
@@ -79,9 +80,12 @@ def serialised_by(rules: dict[str, g.Admission]) -> list[str]:
             if count > limits.get(reason, 1)]
 
 
-def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool) -> int:
+def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: bool,
+         executor: str | None = None) -> int:
     loaded = load_manifest(file)
     names = selected(loaded, targets)
+    executor = executor or loaded.manifest.options.executor or "local"
+    placement = _placement(loaded, names) if executor == "ray" else None
     slots = job_slots(loaded, jobs, len(names))
     durations, guessed = earlier_durations(loaded, names)
     graph = g.with_canaries(loaded.graph, names)
@@ -99,6 +103,7 @@ def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: boo
             "estimate": {"unit": "seconds" if estimate.known else "targets",
                          "sequential": estimate.sequential, "parallel": estimate.parallel,
                          "guessed": guessed},
+            **({"placement": placement} if placement is not None else {}),
         })
         return EXIT_OK
     print(f"{plural(len(names), 'target')} in {plural(len(waves), 'wave')}, -j{slots}")
@@ -117,4 +122,17 @@ def plan(*, file: str | None, targets: list[str], jobs: int | None, as_json: boo
         print("  (no earlier runs yet: every target counts as one step)")
     elif guessed:
         print(f"  ({guessed} target(s) never ran: counted at the median of the others)")
+    if placement is not None:
+        for where, label in (("ray", "on the Ray cluster"), ("here", "here")):
+            chosen = [n for n in names if placement.get(n) == where]
+            if chosen:
+                print(f"{label}: {', '.join(chosen)}")
     return EXIT_OK
+
+
+def _placement(loaded: LoadedManifest, names: list[str]) -> dict[str, str]:
+    """Where a build with the Ray executor runs each target: `ray` (some node of the
+    cluster; `report` says which) or `here`."""
+    targets = loaded.graph.targets
+    return {n: "ray" if goes_to_cluster(loaded, targets[n]) else "here"
+            for n in names if targets[n].kind != "group"}

@@ -38,6 +38,7 @@ def report(*, file: str | None, run: str | None, html: str | None,
                 "attempts": outcome.attempts, "duration_s": outcome.duration_s,
                 "cost_usd": outcome.cost_usd, "tokens": outcome.tokens,
                 "peak_rss_bytes": outcome.peak_rss_bytes, "detail": outcome.detail,
+                "node": outcome.node,
                 "attempt_rows": [a for a in attempts if a["target"] == outcome.target],
             })
         if info["status"] == "died":

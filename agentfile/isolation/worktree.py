@@ -162,3 +162,16 @@ def copy_into(root: Path, worktree: Path, name: str) -> None:
     if target.is_symlink() or target.exists():
         target.unlink()
     shutil.copy2(source, target)
+
+
+def commit_left(git: Git, workspace: Workspace, target: ConcreteTarget, status: str,
+                run_id: str, *, keep: bool, agent: str | None) -> str:
+    """Commit what the target left in its worktree (as work in progress if it did not
+    succeed; nothing with `keep=False`), put its branch on it, note the diff; the tip."""
+    assert workspace.detail is not None and workspace.base is not None
+    message = commit_message(target, run_id, status, agent)
+    if keep:
+        git.commit_all(workspace.path, message, exclude=target.definition.copy_files)
+    tip = git.keep_head_on(workspace.path, workspace.detail)
+    workspace.diff = git.diff(workspace.base, tip) if tip != workspace.base else ""
+    return tip

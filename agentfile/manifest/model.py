@@ -86,6 +86,7 @@ VariableName = Annotated[str, StringConstraints(pattern=VARIABLE_PATTERN)]
 Provider = Literal["claude", "codex", "gemini", "aider", "command"]
 MergeMode = Literal["auto", "manual", "none"]
 Terminal = Literal["tmux", "headless"]
+Executor = Literal["local", "ray"]
 
 
 class _Model(BaseModel):
@@ -251,6 +252,10 @@ class Options(_Model):
         description="How long a target may wait for a rate-limited provider (a retry-after, a "
                     "spent quota's reset) before it stops as `rate-limited` (default: as long "
                     "as the provider says).")
+    executor: Executor | None = Field(
+        default=None, examples=["ray"],
+        description="Where worktree targets run: `local` (here, the default) or `ray` (as "
+                    "tasks on the Ray cluster at $RAY_ADDRESS; `--executor` overrides it).")
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 

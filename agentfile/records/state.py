@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     cpu_s REAL,
     exit_code INTEGER,
     detail TEXT,
+    node TEXT,
     PRIMARY KEY (run, target)
 );
 CREATE TABLE IF NOT EXISTS fingerprints (
@@ -132,6 +133,7 @@ class OutcomeRow:
     cpu_s: float | None
     exit_code: int | None
     detail: str | None
+    node: str | None = None  # the cluster node it ran on (--executor ray)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +181,14 @@ class Store:
                 # A crash may lose the last transaction, never corrupt: enough for a build log.
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+                for table, columns in _ADDED.items():
+                    _add_columns(self.db, table, columns)
             # Tables of the same names but other columns: another program's, or version's.
             present = {name for (name,) in self.db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             for table in present & _COLUMNS.keys():
-                self.db.execute(f"SELECT {', '.join(_COLUMNS[table])} FROM {table} LIMIT 0")
+                wanted = [c for c in _COLUMNS[table] if c not in _ADDED.get(table, ())]
+                self.db.execute(f"SELECT {', '.join(wanted)} FROM {table} LIMIT 0")
         self.tables = present  # read-only, an older version's database may lack some
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
@@ -302,6 +307,19 @@ class Store:
         rows = self._read("SELECT * FROM runs ORDER BY started DESC LIMIT ?", (limit,))
         return [dict(r) for r in rows]
 
+    def nodes(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The cluster nodes each run's targets ran on (none for a local build)."""
+        found: dict[str, list[str]] = {}
+        marks = ",".join("?" * len(run_ids))
+        try:
+            rows = self._read(f"SELECT DISTINCT run, node FROM outcomes WHERE node IS NOT NULL "
+                              f"AND run IN ({marks}) ORDER BY node", tuple(run_ids))
+        except sqlite3.OperationalError:  # a database older than the column, read-only
+            return found
+        for run, node in rows:
+            found.setdefault(run, []).append(node)
+        return found
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         row = self._read("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return dict(row) if row else None
@@ -348,10 +366,10 @@ class Store:
              finished - started, cost_usd, tokens, peak_rss_bytes, cpu_s, session))
 
     def record_outcome(self, row: OutcomeRow) -> None:
-        self._write("INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        self._write("INSERT OR REPLACE INTO outcomes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (row.run, row.target, row.status, row.attempts, row.started,
                          row.finished, row.duration_s, row.cost_usd, row.tokens,
-                         row.peak_rss_bytes, row.cpu_s, row.exit_code, row.detail))
+                         row.peak_rss_bytes, row.cpu_s, row.exit_code, row.detail, row.node))
 
     def outcomes(self, run_id: str) -> list[OutcomeRow]:
         rows = self._read("SELECT * FROM outcomes WHERE run=? ORDER BY started, target",
@@ -487,6 +505,9 @@ def _columns(schema: str) -> dict[str, tuple[str, ...]]:
 
 
 _COLUMNS = _columns(SCHEMA)
+# Columns a later version added: a database written before them lacks them until the next
+# build opens it for writing (_add_columns); readers do without.
+_ADDED: dict[str, dict[str, str]] = {"outcomes": {"node": "TEXT"}}
 
 
 def _finished(row: sqlite3.Row) -> FinishedWork:
@@ -520,3 +541,11 @@ def open_store(path: Path, *, readonly: bool = False) -> Store | None:
         return None
     return Store(path, readonly=readonly)
 
+
+
+def _add_columns(db: sqlite3.Connection, table: str, columns: Mapping[str, str]) -> None:
+    """Columns a later version added to a table, added to a database an earlier one made."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")

@@ -93,6 +93,7 @@ class TargetResult:
     merged_tip: str | None = None
     suspended_s: float = 0.0  # time spent stopped by the throttle under memory pressure
     rate_limit_waits: int = 0  # attempts that ended for the provider's sake, waited out
+    node: str | None = None  # the cluster node it ran on (the Ray executor)
 
     @property
     def cost_usd(self) -> float:

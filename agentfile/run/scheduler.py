@@ -34,7 +34,7 @@ from agentfile.manifest.model import DailyBudget, DirRef, FileRef, describe_isol
 from agentfile.records.events import SUCCESS, Reporter, last_lines, make_event
 from agentfile.records.layout import RunFiles
 from agentfile.records.state import FinishedWork, OutcomeRow, Store
-from agentfile.run.executors import Executor
+from agentfile.run.executors import Executor, choose
 from agentfile.run.executors.local import LocalExecutor
 from agentfile.run.pacing import Pacing
 from agentfile.run.recovery import Recovery
@@ -80,6 +80,8 @@ class BuildRequest:
     # called from the thread that runs it.
     echo: Callable[[str, str], None] | None = None
     recovery: Recovery = field(default_factory=Recovery)  # what builds that died left
+    executor: str = "local"  # where worktree targets run (run/executors/)
+    ray_address: str | None = None
 
 
 @dataclass
@@ -166,7 +168,9 @@ class Scheduler:
             _git_or_none(self.loaded.root) if uses_dir else None)
         self.places = Places(self.loaded, request.worktrees, main_git, self._running_dirs,
                              self._committed)
-        self.executor: Executor = LocalExecutor(self.places, jobs=request.jobs)
+        self.executor: Executor = choose(request.executor, LocalExecutor(
+            self.places, jobs=request.jobs), loaded=self.loaded, worktrees=request.worktrees,
+            jobs=request.jobs, address=request.ray_address)
         self.adopted: set[str] = set()  # finished by a build that died: merged, not run
 
     # -- the graph as this build sees it ------------------------------------------------
@@ -242,9 +246,11 @@ class Scheduler:
         self.executor.wake()
 
     def _collect(self, *, block: bool) -> None:
-        """What finished, as the executor says."""
+        """What finished, as the executor says, and what it noticed on the way (a lost node)."""
         for name, result in self.executor.wait(TICK_SECONDS if block else 0.0):
             self._target_done(name, result)
+        for event, fields in self.executor.notices():
+            self.emit(event, **fields)
 
     def _became_ready(self, name: str) -> None:
         """All dependencies are done: blocked, up to date, or queued to start."""
@@ -598,7 +604,7 @@ class Scheduler:
         self.store.record_outcome(OutcomeRow(
             self.run_id, name, status, len(attempts), started, time.time(), duration,
             result.cost_usd if result else 0.0, result.tokens if result else 0, peak, cpu,
-            last.exit_code if last else None, detail))
+            last.exit_code if last else None, detail, result.node if result else None))
         self.emit("target_finished", target=name, status=status,
                   exit_code=last.exit_code if last else None, attempt=len(attempts),
                   duration_s=round(duration, 3),
@@ -606,6 +612,7 @@ class Scheduler:
                   tokens=result.tokens if result else 0, peak_rss_bytes=peak,
                   cpu_s=round(cpu, 3) if cpu is not None else None,
                   suspended_s=round(result.suspended_s, 3) if result else 0.0,
+                  **({"node": result.node} if result and result.node else {}),
                   detail=_gist(detail) if status not in SUCCESS else None,
                   output=last_lines(detail) if status not in SUCCESS else [])
         for child in self.dependents.get(name, []):

@@ -10,11 +10,16 @@ force). `local` runs everything on this machine; `ray` sends worktree targets to
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from agentfile.run.runner import Job, TargetResult
+from agentfile.errors import UsageError
 
-NAMES = ("local", "ray")
+if TYPE_CHECKING:
+    from agentfile.isolation.worktree import Worktrees
+    from agentfile.manifest.expand import ConcreteTarget
+    from agentfile.manifest.load import LoadedManifest
+    from agentfile.run.executors.local import LocalExecutor
+    from agentfile.run.runner import Job, TargetResult
 
 
 class Executor(Protocol):
@@ -30,5 +35,39 @@ class Executor(Protocol):
     def wake(self) -> None:
         """Make `wait` return now (from another thread, or a signal handler)."""
 
+    def notices(self) -> list[tuple[str, dict[str, object]]]:
+        """Events it has to tell (a target placed on a node, a node lost), since last asked."""
+        ...
+
     def close(self) -> None:
         """Wait for what still runs to end (their cancels are set), release everything."""
+
+
+def connect(name: str, address: str | None) -> None:
+    """Make sure the executor can run anything: for `ray`, that Ray is installed and a
+    cluster answers; else a UsageError that says how to get there."""
+    if name != "ray":
+        return
+    try:
+        from agentfile.run.executors import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'agentfile[ray]'") from None
+    ray.connect(address)
+
+
+def choose(name: str, local: LocalExecutor, *, loaded: LoadedManifest,
+           worktrees: Worktrees | None, jobs: int, address: str | None) -> Executor:
+    """The executor called `name`; `local` runs what the others leave here."""
+    if name != "ray":
+        return local
+    connect(name, address)
+    from agentfile.run.executors.ray import RayExecutor
+
+    return RayExecutor(local, loaded=loaded, worktrees=worktrees, jobs=jobs, address=address)
+
+
+def goes_to_cluster(loaded: LoadedManifest, target: ConcreteTarget) -> bool:
+    """Whether a cluster executor runs the target on a node: its work happens in a worktree
+    of its own, not in the user's checkout nor in a tmux window here."""
+    return target.kind != "group" and loaded.isolation_of(target) == "worktree" and \
+        not loaded.in_tmux(target)

@@ -49,6 +49,9 @@ class LocalExecutor:
     def wake(self) -> None:
         self.reactor.wake()
 
+    def notices(self) -> list[tuple[str, dict[str, object]]]:
+        return []  # nothing happens here that the scheduler does not see itself
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.reactor.close()

@@ -1,0 +1,165 @@
+"""A real Ray cluster on this machine, as separate machines would have one: a head (no CPUs:
+nothing runs there) and worker nodes, each `ray start --block` in a process group of its own,
+with its own working directory, node name and port set (two nodes on one host need distinct
+ports). Started once per test session (tests/test_ray.py) or benchmark run, and stopped by
+killing only those process groups' sessions: `ray stop` would stop every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+PORTS_PER_NODE = 40
+READY_SECONDS = 180.0
+
+
+@dataclass
+class Node:
+    name: str
+    directory: Path
+    process: subprocess.Popen[bytes]
+    ports: range
+
+    @property
+    def session(self) -> int:
+        return self.process.pid  # started with start_new_session: its own session id
+
+
+@dataclass
+class LocalCluster:
+    root: Path  # the nodes' working directories are under it
+    workers: int = 2
+    cpus: int = 2  # per worker node: how many targets each runs at once
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
+    nodes: list[Node] = field(default_factory=list)
+    port: int = 0  # the head's
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What the driver (agentfile build) needs to reach it."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                "RAY_ADDRESS": self.address}
+
+    def start(self) -> LocalCluster:
+        base = _free_block(PORTS_PER_NODE * (self.workers + 1))
+        self.port = base
+        self.temp = Path(f"/tmp/afray-{os.getpid()}-{base}")  # short: Ray's socket paths
+        self._node("head", range(base, base + PORTS_PER_NODE), head=True)
+        for number in range(1, self.workers + 1):
+            start = base + number * PORTS_PER_NODE
+            self._node(f"node{number}", range(start, start + PORTS_PER_NODE), head=False)
+        return self
+
+    def _node(self, name: str, ports: range, *, head: bool) -> None:
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        p = iter(range(ports.start + 1, ports.start + 20))  # ports.start: the head's own
+        argv = [str(Path(sys.executable).with_name("ray")), "start", "--block",
+                "--disable-usage-stats", "--object-store-memory", str(80 * 2 ** 20),
+                "--node-manager-port", str(next(p)), "--object-manager-port", str(next(p)),
+                "--metrics-export-port", str(next(p)),
+                "--dashboard-agent-listen-port", str(next(p)),
+                "--dashboard-agent-grpc-port", str(next(p)),
+                "--runtime-env-agent-port", str(next(p))]
+        if head:
+            argv += ["--head", "--port", str(ports.start), "--num-cpus", "0",
+                     "--include-dashboard", "false", "--temp-dir", str(self.temp),
+                     "--ray-client-server-port", str(next(p))]
+        else:
+            argv += ["--address", self.address, "--num-cpus", str(self.cpus)]
+        argv += ["--min-worker-port", str(ports.start + 20),
+                 "--max-worker-port", str(ports.stop - 1)]
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+               "AGENTFILE_NODE_DIR": str(directory), "AGENTFILE_NODE_NAME": name}
+        env.pop("RAY_ADDRESS", None)
+        log = open(directory / "ray.log", "wb")  # noqa: SIM115 (the node keeps it)
+        process = subprocess.Popen(argv, cwd=directory, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        node = Node(name, directory, process, ports)
+        self.nodes.append(node)
+        # One after the other: nodes starting together on one host race for the same files.
+        self._wait_ready(node)
+
+    def _wait_ready(self, node: Node) -> None:
+        deadline = time.monotonic() + READY_SECONDS
+        log = node.directory / "ray.log"
+        while time.monotonic() < deadline:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"ray node {node.name} exited: {log.read_text()[-2000:]}")
+            if "block forever" in log.read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"ray node {node.name} did not start: {log.read_text()[-2000:]}")
+
+    def worker(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def kill(self, node: Node) -> None:
+        """The node dies at once, as a machine that loses power (its raylet, its workers)."""
+        _kill_session(node.session)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.session, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for node in reversed(self.nodes):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            _kill_session(node.session)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=5)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every process still running in one of the nodes' sessions."""
+        sessions = {n.session for n in self.nodes}
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if os.getsid(proc.pid) in sessions and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        return found
+
+
+def _kill_session(session: int) -> None:
+    """KILL every process of a session (a node's raylet, GCS, workers: some have groups of
+    their own), and the group itself."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(session, signal.SIGKILL)
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(proc.pid) == session:
+                proc.kill()
+
+
+def _free_block(size: int) -> int:
+    """The first port of `size` consecutive ports nobody listens on now."""
+    for _ in range(200):
+        start = secrets.randbelow(20000) + 30000
+        if all(_free(port) for port in range(start, start + size)):
+            return start
+    raise RuntimeError("no free block of ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,216 @@
+"""`agentfile build --executor ray` on a real Ray cluster: a head and two worker nodes on this
+machine, each with its own working directory, started once for these tests (raycluster.py).
+
+The agents are command agents (a script committed in the repository): they write where they
+ran, their usage and their work, so that what happened on the nodes can be checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import Run, git
+from raycluster import LocalCluster
+
+pytest.importorskip("ray")
+
+AGENT = """\
+#!/bin/sh
+# A command agent: says where it runs, does its work, reports its usage; some wait.
+echo "$AGENTFILE_TARGET runs in $PWD on $AGENTFILE_NODE_NAME"
+ls > "seen-by-$AGENTFILE_TARGET.txt"  # the work merged before it started
+echo "$AGENTFILE_TARGET $PWD $AGENTFILE_NODE_NAME" >> "$WHERE"
+echo '{"cost_usd": 0.5, "input_tokens": 10, "output_tokens": 5}' > "$AGENTFILE_USAGE_FILE"
+case "$AGENTFILE_TARGET" in
+  wait*)
+    # A grandchild in a session of its own (it left the target's process group), then
+    # the agent itself: both must be gone when the target stops.
+    setsid sleep 300 &
+    echo "waiting $MARK"
+    if [ -n "$ONCE" ] && [ ! -e "$ONCE" ]; then touch "$ONCE"; sleep 300; fi
+    [ -z "$ONCE" ] && sleep 300
+    ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    started = LocalCluster(tmp_path_factory.mktemp("ray-cluster"))
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+        left = started.processes()
+        assert not left, f"Ray processes left after the tests: {left}"
+
+
+def setup(repo: Path, targets: str, *, mark: str = "none", once: str = "") -> Path:
+    where = repo.parent / "where.txt"
+    (repo / "agent.sh").write_text(AGENT)
+    (repo / "agent.sh").chmod(0o755)
+    (repo / "Agentfile").write_text(
+        "options:\n    executor = ray\n"
+        "agent a: command\n    command = \"./agent.sh\"\n"
+        f"    env = {{WHERE = \"{where}\", MARK = \"{mark}\", ONCE = \"{once}\"}}\n"
+        + targets)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "agentfile")
+    return where
+
+
+def events_of(repo: Path) -> list[dict[str, object]]:
+    run = sorted((repo / ".agentfile" / "runs").iterdir())[-1]
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def marked(mark: str) -> list[psutil.Process]:
+    """The processes of the agents given `mark` (they and their children have MARK set)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("MARK") == mark and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def until(check: object, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(check) and check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s")
+
+
+def worktrees_left(cluster: LocalCluster) -> list[Path]:
+    return [p for n in cluster.nodes for p in (n.directory / "work").glob("*/*")]
+
+
+def start_build(repo: Path, cluster: LocalCluster, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "agentfile", "build", *args], cwd=repo,
+                            env={**os.environ, **cluster.environment, "NO_COLOR": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_work_lands_in_dependency_order_from_the_nodes(repo: Path, agentfile_cli: Run,
+                                                       cluster: LocalCluster) -> None:
+    where = setup(repo, "first:\n    agent = a\n    prompt = \"one\"\n"
+                        "second:\n    agent = a\n    prompt = \"two\"\n    deps = [first]\n"
+                        "other:\n    agent = a\n    prompt = \"three\"\n"
+                        "check:\n    run = \"pwd > ran-here.txt\"\n"
+                        "    isolation = none\n    deps = [second, other]\n")
+    result = agentfile_cli("build", cwd=repo, env=cluster.environment, timeout=240)
+    assert result.code == 0, result.out + result.err
+    assert "seen-by-first.txt" in (repo / "seen-by-second.txt").read_text().split()
+    assert "seen-by-second.txt" not in (repo / "seen-by-first.txt").read_text().split()
+    assert git(repo, "log", "--format=%s").count("agentfile: ") >= 3
+    # Each agent ran in a worktree of a worker node's own directory, never here.
+    ran = {line.split()[0]: line.split()[1:] for line in where.read_text().splitlines()}
+    assert set(ran) == {"first", "second", "other"}
+    for name, (path, node) in ran.items():
+        assert node in ("node1", "node2"), (name, node)
+        assert path.startswith(str(cluster.worker(node).directory / "work")), path
+        assert not path.startswith(str(repo))
+    assert (repo / "ran-here.txt").read_text().strip() == str(repo)  # `check` ran here
+    events = events_of(repo)
+    finished = {e["target"]: e for e in events if e["event"] == "target_finished"}
+    assert finished["first"]["node"] == ran["first"][1]
+    assert "node" not in finished["check"]
+    assert "runs in" in (repo / ".agentfile" / "runs").joinpath(
+        str(events[0]["run"]), "logs", "first.log").read_text()
+    # Where each ran, in the records.
+    assert ran["second"][1] in agentfile_cli("report", cwd=repo).out
+    runs = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)
+    assert set(runs[0]["nodes"]) == {node for _, node in ran.values()}
+    plan = agentfile_cli("plan", cwd=repo).out
+    assert "on the Ray cluster: first, second, other" in plan and "here: check" in plan
+    assert not worktrees_left(cluster)
+
+
+def test_logs_stream_and_ctrl_c_leaves_nothing_on_any_node(repo: Path, agentfile_cli: Run,
+                                                           cluster: LocalCluster) -> None:
+    mark = f"afmark-{os.getpid()}-ctrlc"
+    setup(repo, "wait1:\n    agent = a\n    prompt = \"wait\"\n"
+                "wait2:\n    agent = a\n    prompt = \"wait\"\n", mark=mark)
+    build = start_build(repo, cluster)
+    try:
+        logs = repo / ".agentfile" / "runs"
+        # Lines printed on a node reach the logs here while the agents still run.
+        until(lambda: all(any(f"waiting {mark}" in p.read_text() for p in
+                              logs.glob(f"*/logs/{name}.log")) for name in ("wait1", "wait2")))
+        # Each agent: its shell, its sleep, and a grandchild in a session of its own.
+        assert len(marked(mark)) == 6
+        status = agentfile_cli("status", "--json", cwd=repo).out
+        assert {r["node"] for r in json.loads(status)["running"]} <= {"node1", "node2"}
+        build.send_signal(signal.SIGINT)
+        out, _ = build.communicate(timeout=120)
+    finally:
+        build.kill()
+    assert build.returncode == 130, out
+    until(lambda: not marked(mark), timeout=30)
+    until(lambda: not worktrees_left(cluster), timeout=30)
+    statuses = {e["target"]: e["status"] for e in events_of(repo)
+                if e["event"] == "target_finished"}
+    assert statuses == {"wait1": "interrupted", "wait2": "interrupted"}
+
+
+def test_a_build_budget_stops_a_remote_agent(repo: Path, agentfile_cli: Run,
+                                             cluster: LocalCluster) -> None:
+    mark = f"afmark-{os.getpid()}-budget"
+    setup(repo, "wait:\n    agent = a\n    prompt = \"spend\"\n", mark=mark)
+    # It reports $0.50 at once, then would wait 300 s: the build's $0.25 stops it.
+    result = agentfile_cli("build", "--budget", "$0.25", cwd=repo, env=cluster.environment,
+                           timeout=240)
+    assert result.code == 3, result.out + result.err
+    events = events_of(repo)
+    assert any(e["event"] == "budget_warning" for e in events)
+    finished = next(e for e in events if e["event"] == "target_finished")
+    assert finished["status"] == "over-budget" and finished["cost_usd"] == 0.5
+    until(lambda: not marked(mark), timeout=30)
+    assert not worktrees_left(cluster)
+
+
+def test_no_cluster_exits_2_with_how_to_start_one(repo: Path, agentfile_cli: Run) -> None:
+    setup(repo, "x:\n    agent = a\n    prompt = \"x\"\n")
+    result = agentfile_cli("build", "--ray-address", "127.0.0.1:9", cwd=repo)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1 and "ray start --head" in lines[0], result.err
+    assert not list(repo.glob("seen-by-*"))
+
+
+def test_a_node_killed_mid_target_is_survived(repo: Path, agentfile_cli: Run,
+                                             cluster: LocalCluster) -> None:
+    """Last: it leaves the cluster one worker node short."""
+    mark = f"afmark-{os.getpid()}-lost"
+    once = repo.parent / "once"
+    setup(repo, "wait:\n    agent = a\n    prompt = \"lose me\"\n", mark=mark, once=str(once))
+    build = start_build(repo, cluster)
+    try:
+        until(lambda: once.exists() and len(marked(mark)) == 3)
+        node = next(str(e["node"]) for e in events_of(repo) if e["event"] == "target_placed")
+        cluster.kill(cluster.worker(node))
+        out, _ = build.communicate(timeout=180)
+    finally:
+        build.kill()
+    assert build.returncode == 0, out
+    events = events_of(repo)
+    lost = [e for e in events if e["event"] == "node_lost"]
+    assert lost and lost[0]["node"] == node, events
+    finished = next(e for e in events if e["event"] == "target_finished")
+    assert finished["status"] == "succeeded" and finished["attempt"] == 1
+    assert finished["node"] != node
+    until(lambda: not marked(mark), timeout=30)  # the lost node's agent too
