@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from raycluster import LocalCluster  # noqa: E402
+from raycluster import LocalCluster
 
 AGENT = """\
 #!/bin/sh
