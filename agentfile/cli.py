@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="instead, remove old builds' run folders, keeping the newest N "
                        "(default: options.keep_runs, else 50)")
 
+    sub.add_parser("lsp", help="the language server, on stdin/stdout (for editors)")
+
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -281,6 +283,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentfile.commands.stats import stats
 
         return stats(by=args.by, as_json=args.json)
+    if name == "lsp":
+        from agentfile.lsp.server import serve
+
+        return serve()
     if name == "init":
         from agentfile.commands.init import init
 

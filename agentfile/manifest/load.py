@@ -108,7 +108,14 @@ def form_of(path: Path) -> str:
     return {".yaml": "yaml", ".yml": "yaml", ".json": "json"}.get(suffix, "agentfile")
 
 
-def read_text(path: Path, display: str) -> tuple[str | None, list[Problem]]:
+# Texts to read instead of the files at these (resolved) paths: an editor's unsaved buffers.
+Unsaved = Mapping[Path, str]
+
+
+def read_text(path: Path, display: str,
+              unsaved: Unsaved | None = None) -> tuple[str | None, list[Problem]]:
+    if unsaved and path.resolve() in unsaved:
+        return unsaved[path.resolve()].removeprefix("\ufeff").replace("\r\n", "\n"), []
     try:
         raw = regular.read_bytes(path, limit=MANIFEST_LIMIT)
     except OSError as err:
@@ -135,10 +142,11 @@ class Source:
     damaged: set[str] = field(default_factory=set)  # targets/agents with a problem already
 
 
-def read_document(path: Path, display: str | None = None) -> Source:
+def read_document(path: Path, display: str | None = None, *,
+                  unsaved: Unsaved | None = None) -> Source:
     """One file (no includes followed) -> its data-form document, spans and problems."""
     shown = display or str(path)
-    text, problems = read_text(path, shown)
+    text, problems = read_text(path, shown, unsaved)
     if text is None:
         return Source(problems=[Problem(p.span, p.message, blocking=True) for p in problems])
     form = form_of(path)
@@ -183,12 +191,13 @@ def display_path(path: Path) -> str:
 
 
 def read_with_includes(path: Path, stack: tuple[Path, ...] = (),
-                       seen: set[Path] | None = None) -> Source:
+                       seen: set[Path] | None = None, *,
+                       unsaved: Unsaved | None = None) -> Source:
     """A file with its includes merged in: included files first, this file on top. A file
     included from two places (a diamond) is merged once, where it is first included."""
     seen = set() if seen is None else seen
     seen.add(path.resolve())
-    source = read_document(path, display_path(path))
+    source = read_document(path, display_path(path), unsaved=unsaved)
     merged = Source(problems=source.problems, damaged=source.damaged)
     includes = source.doc.pop("include", [])
     if not isinstance(includes, list):
@@ -202,13 +211,13 @@ def read_with_includes(path: Path, stack: tuple[Path, ...] = (),
             chain = " -> ".join(display_path(p) for p in (*stack, path.resolve(), target))
             merged.problems.append(Problem(where, f"include cycle: {chain}", blocking=True))
             continue
-        if not target.is_file():
+        if not target.is_file() and not (unsaved and target in unsaved):
             merged.problems.append(Problem(where, f"cannot include '{relative}': no such file",
                                            blocking=True))
             continue
         if target in seen:
             continue  # merged already, through another include
-        sub = read_with_includes(target, (*stack, path.resolve()), seen)
+        sub = read_with_includes(target, (*stack, path.resolve()), seen, unsaved=unsaved)
         merged.problems += sub.problems
         merged.damaged |= sub.damaged
         merged.problems += _merge(merged.doc, merged.spans, sub.doc, sub.spans)
@@ -261,21 +270,25 @@ def _after_merged_work(manifest: Manifest, graph: Graph) -> frozenset[str]:
     return frozenset(after)
 
 
-def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManifest:
-    """Load a manifest completely; raise ManifestError with every problem found."""
+def load(path: Path, *, environ: Mapping[str, str] | None = None,
+         unsaved: Unsaved | None = None, long_lived: bool = False) -> LoadedManifest:
+    """Load a manifest completely; raise ManifestError with every problem found.
+
+    `unsaved` texts are read instead of those files (an editor's buffers); a `long_lived`
+    process (the language server) loads again and again, so nothing is frozen."""
     # Loading builds many small objects that all live on: the cyclic garbage collector
     # would scan them again and again (a third of the time at 10k targets) for nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        loaded = _load(path, environ)
+        loaded = _load(path, environ, unsaved)
     except RecursionError:
         raise ManifestError([Problem(Span(display_path(path), 1, 1),
                                      "the manifest nests values too deeply")]) from None
     finally:
         if enabled:
             gc.enable()
-    if enabled and len(loaded.targets) >= FREEZE_TARGETS:
+    if enabled and not long_lived and len(loaded.targets) >= FREEZE_TARGETS:
         # A large manifest lives as long as the process: moved out of the collector's sight,
         # its objects are not all walked by the first collection after the load (0.1 s at
         # 10k targets). Small ones are not worth it: a long process (a test run) loading
@@ -284,9 +297,10 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None) -> LoadedManif
     return loaded
 
 
-def _load(path: Path, environ: Mapping[str, str] | None) -> LoadedManifest:
+def _load(path: Path, environ: Mapping[str, str] | None,
+          unsaved: Unsaved | None) -> LoadedManifest:
     path = path.resolve()
-    source = read_with_includes(path)
+    source = read_with_includes(path, unsaved=unsaved)
     doc, spans, problems = source.doc, source.spans, source.problems
     if not problems and not doc.get("targets"):
         problems.append(Problem(Span(display_path(path), 1, 1), "the manifest defines no targets"))

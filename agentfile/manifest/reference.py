@@ -49,6 +49,39 @@ _TITLES = {
     "top level": "The top level of the data form",
 }
 
+# The words some attributes take, and what each means: hover text and the page's last table.
+VALUES: dict[str, dict[str, str]] = {
+    "provider": {
+        "claude": "Claude Code: `claude -p PROMPT --output-format stream-json`; its own cost "
+                  "report counts.",
+        "codex": "Codex CLI: `codex exec --json`; tokens × `price` count.",
+        "gemini": "Gemini CLI: `gemini -p PROMPT -o stream-json`; tokens × `price` count.",
+        "aider": "aider: `aider --message-file PROMPT --yes-always`; its analytics log's cost "
+                 "counts.",
+        "command": "Any program: the agent's `command` through the shell, `{prompt_file}` "
+                   "naming the prompt; success is exit 0.",
+    },
+    "isolation": {
+        "worktree": "Its own git worktree and branch, from the build's integration branch; "
+                    "its work is committed and merged, dependencies first.",
+        "branch": "The main checkout, switched to its own branch (one such target at a time); "
+                  "merged like a worktree's.",
+        "none": "The repository root, as it is; what it changes stays.",
+        "dir": "`dir(\"path\")`: that directory of the checkout; a change outside it ends the "
+               "target as `violation`.",
+    },
+    "merge": {
+        "auto": "Merge into the build's integration branch and fast-forward your branch when "
+                "every merge was clean (the default).",
+        "manual": "Merge into the integration branch; landing it is yours to do.",
+        "none": "Merge nothing: every target's branch stays for review.",
+    },
+    "terminal": {
+        "tmux": "In a window of the build's tmux session (`agentfile attach` to watch).",
+        "headless": "Without a terminal, output to its log (the default).",
+    },
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Attribute:
@@ -94,6 +127,10 @@ def markdown() -> str:
             cells = (f"`{entry.name}`", entry.description, example)
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
+    lines += ["## Values", "", "| attribute | value | means |", "| --- | --- | --- |"]
+    for name, words in VALUES.items():
+        lines += [f"| `{name}` | `{word}` | {text} |" for word, text in words.items()]
+    lines.append("")
     return "\n".join(lines)
 
 
