@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = sub.add_parser("build", help="build targets (default: options.default, else all)")
     _manifest_options(build)
-    build.add_argument("targets", nargs="*", metavar="TARGET")
+    build.add_argument("targets", nargs="*", metavar="TARGET",
+                       help="targets to build, and NAME=VALUE to set a variable for this build")
     build.add_argument("-j", "--jobs", type=_jobs, metavar="N",
                        help="run at most N at once (-j alone: no limit)")
     build.add_argument("-k", "--keep-going", action="store_true",
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="targets with kind, agent, isolation and description")
     _manifest_options(listing)
+    listing.add_argument("targets", nargs="*", metavar="TARGET",
+                         help="only these and what they need")
+    listing.add_argument("--names", action="store_true", help=argparse.SUPPRESS)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
     plan = sub.add_parser("plan", help="waves, critical path, sequential vs parallel estimate")
@@ -134,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     graph = sub.add_parser("graph", help="the dependency graph after fan-out")
     _manifest_options(graph)
+    graph.add_argument("targets", nargs="*", metavar="TARGET",
+                       help="only these and what they need")
     graph.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the data form")
@@ -201,11 +207,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: options.keep_runs, else 50)")
 
     sub.add_parser("lsp", help="the language server, on stdin/stdout (for editors)")
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
 
     init = sub.add_parser("init", help="write a commented starter Agentfile")
     _manifest_options(init)
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _variables(words: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """`build a NAME=VALUE b`: the targets, and the variables set for this build (as make's
+    `make VAR=x`); a target's name never holds `=`."""
+    targets: list[str] = []
+    variables: dict[str, str] = {}
+    for word in words:
+        name, sign, value = word.partition("=")
+        if not sign:
+            targets.append(word)
+        elif _VARIABLE.fullmatch(name):
+            variables[name] = value
+        else:
+            raise UsageError(f"'{word}': a variable is set as NAME=VALUE, its name made of "
+                             "letters, digits and _, not starting with a digit")
+    return targets, variables
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -218,8 +246,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "build":
         from agentfile.commands.build import BuildOptions, build
 
+        targets, variables = _variables(args.targets)
         return build(file=args.file, options=BuildOptions(
-            targets=args.targets, jobs=args.jobs, keep_going=args.keep_going,
+            targets=targets, variables=variables, jobs=args.jobs, keep_going=args.keep_going,
             dry_run=args.dry_run, force=args.always_make, retry_failed=args.retry_failed,
             as_json=args.json, budget=args.budget, no_merge=args.no_merge,
             squash=args.squash,
@@ -233,7 +262,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "list":
         from agentfile.commands.listing import list_targets
 
-        return list_targets(file=args.file, as_json=args.json)
+        return list_targets(file=args.file, as_json=args.json, targets=args.targets,
+                            names_only=args.names)
     if name == "plan":
         from agentfile.commands.plan import plan
 
@@ -242,7 +272,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if name == "graph":
         from agentfile.commands.graph import graph
 
-        return graph(file=args.file, fmt=args.format)
+        return graph(file=args.file, fmt=args.format, targets=args.targets)
     if name == "schema":
         from agentfile.commands.schema import schema
 
@@ -283,6 +313,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from agentfile.commands.stats import stats
 
         return stats(by=args.by, as_json=args.json)
+    if name == "completion":
+        from agentfile.commands.completion import completion
+
+        return completion(shell=args.shell, parser=build_parser())
     if name == "lsp":
         from agentfile.lsp.server import serve
 

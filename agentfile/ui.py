@@ -411,6 +411,9 @@ def print_summary(console: Console | PlainConsole, rows: Sequence[Mapping[str, A
     console.print(f"{plural(totals['targets'], 'target')}: {counts} · spent "
                   f"{money(totals['cost_usd']) if totals['cost_usd'] else '$0'} · "
                   f"{plural(totals['tokens'], 'token')}")
+    if totals.get("variables"):
+        console.print("variables: " + " ".join(f"{k}={v}"
+                                                for k, v in totals["variables"].items()))
     ran = sum(1 for row in rows if row["attempts"])
     line = f"wall {human_time(totals['duration_s'])}"
     if not ran:
@@ -434,8 +437,10 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     nodes = any(row.get("nodes") for row in rows)  # some ran on a cluster: where
+    # `build NAME=VALUE` sets variables for one build: a column only when a build did.
+    with_variables = any(row.get("variables") for row in rows)
     for column in ("run", "started", "status", "time", "targets", "cost",
-                   *(("nodes",) if nodes else ())):
+                   *(("nodes",) if nodes else ()), *(("variables",) if with_variables else ())):
         table.add_column(column)
     for row in rows:
         counts = row.get("counts") or {}
@@ -444,9 +449,11 @@ def print_runs(console: Console, rows: Sequence[Mapping[str, Any]]) -> None:
             summary += f"; died running {', '.join(row['running'])}"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["started"]))
         status = row.get("status") or "running"
+        variables = " ".join(f"{k}={v}" for k, v in (row.get("variables") or {}).items())
         table.add_row(row["id"], started, Text(status, style=_STYLE.get(status, "")),
                       human_time(row.get("duration_s")), summary, money(row.get("cost_usd")),
-                      *((", ".join(row.get("nodes") or []) or "-",) if nodes else ()))
+                      *((", ".join(row.get("nodes") or []) or "-",) if nodes else ()),
+                      *((variables or "-",) if with_variables else ()))
     console.print(table)
 
 

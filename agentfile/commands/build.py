@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, TextIO, cast
 
@@ -49,6 +49,7 @@ from agentfile.run.recovery import recover
 from agentfile.run.scheduler import BuildOutcome, BuildRequest, Running, Scheduler
 from agentfile.run.throttle import Limits
 from agentfile.secrets import configure as configure_secrets
+from agentfile.secrets import redact
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -72,10 +73,11 @@ class BuildOptions:
     verbose: bool = False  # each target's output as it comes, `name | line`
     executor: str | None = None  # --executor; else options.executor; else local
     ray_address: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)  # NAME=VALUE, as in make
 
 
 def build(*, file: str | None, options: BuildOptions) -> int:
-    loaded = load_manifest(file)
+    loaded = load_manifest(file, overrides=options.variables)
     layout = Layout(loaded.root)
     last = _last_run(layout) if options.retry_failed else None
     wanted = options.targets or (json.loads(last["run"]["requested"]) if last else [])
@@ -114,7 +116,8 @@ def build(*, file: str | None, options: BuildOptions) -> int:
         store = Store(layout.database)
         # Recorded before anything is created, so that whatever it creates has its run.
         died = store.close_dead_runs(besides=run_id)  # this build holds the lock: no other
-        store.start_run(run_id, pid=os.getpid(), argv=sys.argv, requested=list(request.names))
+        store.start_run(run_id, pid=os.getpid(), argv=redact(sys.argv),
+                        requested=list(request.names), variables=redact(dict(options.variables)))
         try:
             # What builds that died left: finished work to merge, sessions to resume.
             request.recovery = recover(store, layout, loaded, run_id, newly_dead=died)
@@ -127,7 +130,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                 from agentfile.records.ledger import Ledger
 
                 request.ledger = Ledger()
-            configure_secrets(_environment_of(loaded))
+            configure_secrets(_environment_of(loaded, options.variables))
             with _terminal(request, layout, store, run_id):
                 return _run(request, layout, store, run_id, stop, as_json=options.as_json,
                             squash=options.squash, verbose=options.verbose)
@@ -153,10 +156,10 @@ def _abandon(request: BuildRequest, store: Store, run_id: str) -> None:
         worktrees.drop_branch(worktrees.integration)
 
 
-def _environment_of(loaded: LoadedManifest) -> dict[str, str]:
-    """Every variable a target may see: whose values are secrets to mask (SPEC: names with
-    KEY, TOKEN, SECRET or PASSWORD)."""
-    env = dict(os.environ)
+def _environment_of(loaded: LoadedManifest, variables: Mapping[str, str]) -> dict[str, str]:
+    """Every variable a target may see, the dotenv file's and the command line's included:
+    whose values are secrets to mask (names with KEY, TOKEN, SECRET or PASSWORD)."""
+    env = {**loaded.dotenv, **os.environ, **variables}
     for agent in loaded.manifest.agents.values():
         env.update(agent.env)
     for target in loaded.manifest.targets.values():

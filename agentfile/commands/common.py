@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,13 +12,26 @@ from agentfile.errors import UsageError
 from agentfile.manifest.locate import manifest_path
 
 if TYPE_CHECKING:  # the model (pydantic) loads only for commands that read the manifest
+    from agentfile.manifest.expand import ConcreteTarget
     from agentfile.manifest.load import LoadedManifest
 
 
-def load_manifest(file: str | None) -> LoadedManifest:
+def load_manifest(file: str | None, *,
+                  overrides: Mapping[str, str] | None = None) -> LoadedManifest:
     from agentfile.manifest.load import load
 
-    return load(manifest_path(file))
+    return load(manifest_path(file), overrides=overrides)
+
+
+def shown_targets(loaded: LoadedManifest, names: Sequence[str]) -> list[ConcreteTarget]:
+    """The targets named on the command line and everything they need, in file order; all
+    of them when none is named (`list` and `graph` show what `build NAME` would run)."""
+    if not names:
+        return list(loaded.targets)
+    from agentfile.graph import select
+
+    keep = set(select(loaded.graph, loaded.resolve(names)))
+    return [t for t in loaded.targets if t.name in keep]
 
 
 def missing_clis(loaded: LoadedManifest, names: list[str]) -> list[str]:

@@ -62,6 +62,7 @@ def decode_run(row: dict[str, Any]) -> None:
     """A run's row as data: the state keeps its lists and counts as JSON text."""
     row["counts"] = json.loads(row["counts"]) if row.get("counts") else {}
     row["requested"] = json.loads(row["requested"]) if row.get("requested") else []
+    row["variables"] = json.loads(row["variables"]) if row.get("variables") else {}
     if "argv" in row:
         row["argv"] = json.loads(row["argv"]) if row["argv"] else []
 

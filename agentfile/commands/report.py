@@ -61,7 +61,8 @@ def report(*, file: str | None, run: str | None, html: str | None,
         # A build that died wrote no totals: its rows' sums.
         "cost_usd": info["cost_usd"] or sum(r["cost_usd"] or 0 for r in rows),
         "tokens": info["tokens"] or sum(r["tokens"] or 0 for r in rows),
-        "duration_s": info["duration_s"] or 0, "sequential_s": info["sequential_s"] or 0})
+        "duration_s": info["duration_s"] or 0, "sequential_s": info["sequential_s"] or 0,
+        "variables": json.loads(info.get("variables") or "{}")})
     ui.print_timeline(console, rows, float(info["started"]),
                       float(info["finished"] or info["started"]))
     return EXIT_OK

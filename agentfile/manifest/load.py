@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from agentfile.errors import ManifestError, Problem, Span, UsageError, suggest
 from agentfile.graph import CycleError, Graph, build_graph
 from agentfile.manifest import fastparse
 from agentfile.manifest.cache import cached
+from agentfile.manifest.envfile import read_dotenv
 from agentfile.manifest.expand import ConcreteTarget, expand_variables, fanout_stem, span_for
 from agentfile.manifest.locate import MANIFEST_LIMIT, repository_root
 from agentfile.manifest.lower import SpanTable, lower
@@ -43,6 +45,8 @@ class LoadedManifest:
     spans: SpanTable
     # Run targets that come after a worktree or branch target's work: see isolation_of.
     after_merged_work: frozenset[str] = frozenset()
+    # `options.dotenv`'s variables, for every target's environment (under the process's own).
+    dotenv: Mapping[str, str] = field(default_factory=dict)
 
     def agent_of(self, target: ConcreteTarget) -> str | None:
         """The agent that runs an agent target: its own, the default, else claude."""
@@ -271,17 +275,19 @@ def _after_merged_work(manifest: Manifest, graph: Graph) -> frozenset[str]:
 
 
 def load(path: Path, *, environ: Mapping[str, str] | None = None,
-         unsaved: Unsaved | None = None, long_lived: bool = False) -> LoadedManifest:
+         overrides: Mapping[str, str] | None = None, unsaved: Unsaved | None = None,
+         long_lived: bool = False) -> LoadedManifest:
     """Load a manifest completely; raise ManifestError with every problem found.
 
-    `unsaved` texts are read instead of those files (an editor's buffers); a `long_lived`
-    process (the language server) loads again and again, so nothing is frozen."""
+    `overrides` set variables over the manifest's (`agentfile build NAME=VALUE`, as in
+    make); `unsaved` texts are read instead of those files (an editor's buffers); a
+    `long_lived` process (the language server) loads again and again: nothing is frozen."""
     # Loading builds many small objects that all live on: the cyclic garbage collector
     # would scan them again and again (a third of the time at 10k targets) for nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        loaded = _load(path, environ, unsaved)
+        loaded = _load(path, environ, overrides or {}, unsaved)
     except RecursionError:
         raise ManifestError([Problem(Span(display_path(path), 1, 1),
                                      "the manifest nests values too deeply")]) from None
@@ -297,7 +303,7 @@ def load(path: Path, *, environ: Mapping[str, str] | None = None,
     return loaded
 
 
-def _load(path: Path, environ: Mapping[str, str] | None,
+def _load(path: Path, environ: Mapping[str, str] | None, overrides: Mapping[str, str],
           unsaved: Unsaved | None) -> LoadedManifest:
     path = path.resolve()
     source = read_with_includes(path, unsaved=unsaved)
@@ -305,7 +311,11 @@ def _load(path: Path, environ: Mapping[str, str] | None,
     if not problems and not doc.get("targets"):
         problems.append(Problem(Span(display_path(path), 1, 1), "the manifest defines no targets"))
     readable = not any(p.blocking for p in problems)
-    expanded, more = expand_variables(doc, spans, environ)
+    _override(doc, spans, overrides)
+    dotenv, more = read_dotenv(doc, spans, path.parent)
+    problems += more
+    process = os.environ if environ is None else environ
+    expanded, more = expand_variables(doc, spans, {**dotenv, **process} if dotenv else process)
     problems += more
     manifest, more = validate(expanded, spans)
     problems += more
@@ -329,7 +339,19 @@ def _load(path: Path, environ: Mapping[str, str] | None,
     if problems:
         raise ManifestError(problems)
     return LoadedManifest(path, root, manifest, tuple(targets), graph, spans,
-                          _after_merged_work(manifest, graph))
+                          _after_merged_work(manifest, graph), dotenv)
+
+
+def _override(doc: dict[str, Any], spans: SpanTable, overrides: Mapping[str, str]) -> None:
+    """Command-line variables replace the manifest's of the same name, or add to them."""
+    if not overrides:
+        return
+    variables = doc.setdefault("vars", {})
+    if not isinstance(variables, dict):
+        return  # a `vars` that is not a table is reported where it is written
+    for name, value in overrides.items():
+        variables[name] = value
+        spans[("vars", name)] = Span("<command line>", 1, 1)
 
 
 def _known_deps_only(targets: Sequence[ConcreteTarget]) -> list[ConcreteTarget]:

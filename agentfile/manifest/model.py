@@ -256,6 +256,12 @@ class Options(_Model):
         default=None, examples=["ray"],
         description="Where worktree targets run: `local` (here, the default) or `ray` (as "
                     "tasks on the Ray cluster at $RAY_ADDRESS; `--executor` overrides it).")
+    dotenv: str | None = Field(
+        default=None, examples=[".env"],
+        description="A dotenv file, relative to the manifest: its variables expand as `${NAME}` "
+                    "(after the manifest's and the environment's) and reach every target's "
+                    "environment; values of names with KEY, TOKEN, SECRET or PASSWORD are masked "
+                    "in logs. A missing file defines nothing.")
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 

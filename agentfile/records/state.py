@@ -288,11 +288,12 @@ class Store:
     # -- runs ---------------------------------------------------------------------------
 
     def start_run(self, run_id: str, *, pid: int, argv: Sequence[str],
-                  requested: Sequence[str]) -> None:
+                  requested: Sequence[str], variables: Mapping[str, str] | None = None) -> None:
         self._write(
-            "INSERT INTO runs (id, started, pid, argv, requested, status) "
-            "VALUES (?, ?, ?, ?, ?, 'running')",
-            (run_id, time.time(), pid, json.dumps(list(argv)), json.dumps(list(requested))))
+            "INSERT INTO runs (id, started, pid, argv, requested, variables, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running')",
+            (run_id, time.time(), pid, json.dumps(list(argv)), json.dumps(list(requested)),
+             json.dumps(dict(variables or {}))))
 
     def finish_run(self, run_id: str, *, status: str, exit_code: int, cost_usd: float,
                    tokens: int, duration_s: float, sequential_s: float,
@@ -507,7 +508,7 @@ def _columns(schema: str) -> dict[str, tuple[str, ...]]:
 _COLUMNS = _columns(SCHEMA)
 # Columns a later version added: a database written before them lacks them until the next
 # build opens it for writing (_add_columns); readers do without.
-_ADDED: dict[str, dict[str, str]] = {"outcomes": {"node": "TEXT"}}
+_ADDED: dict[str, dict[str, str]] = {"outcomes": {"node": "TEXT"}, "runs": {"variables": "TEXT"}}
 
 
 def _finished(row: sqlite3.Row) -> FinishedWork:

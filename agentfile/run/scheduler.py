@@ -145,7 +145,8 @@ class Scheduler:
         self.spent = 0.0
         self.monitor = Monitor(request.limits)
         self.pacing = Pacing(request.jobs)  # each provider's share of -j while it pushes back
-        self.environ = dict(os.environ)  # every target's base environment, copied once
+        # Every target's base environment, copied once: the dotenv file's under the process's.
+        self.environ = {**request.loaded.dotenv, **os.environ}
         self.flush_due = 0.0
         self.held: dict[str, str] = {}  # target -> why its start is held (throttled events)
         # Why each ready target has not started, as last said in a `waiting` event, and the
