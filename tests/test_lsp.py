@@ -246,6 +246,7 @@ def test_hover_documents_attributes_values_and_dependencies(client: Client,
     assert "own git worktree" in hover("isolation = worktree", len("isolation = "))
     assert "option" in hover("jobs = 2") and "-j N" in hover("jobs = 2")
     assert "claude-sonnet-4-5" in hover('MODEL = "claude')
+    assert "claude-sonnet-4-5" in hover("model = ${MODEL}", len("model = ${M"))
     assert client.close() == 0
 
 

@@ -22,6 +22,7 @@ _TABLES = ("budget", "throttle", "daily_budget", "price", "foreach")
 _TARGET_VALUED = ("deps", "default")
 _FILE_VALUED = ("context", "inputs", "outputs", "copy", "file")
 _BOOLEANS = ("always", "exclusive")
+_VARIABLE_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DATA_KEY = re.compile(r"^(\s*)(?:-\s+)?[\"']?([A-Za-z0-9_.$/{}-]+)[\"']?\s*:(?:\s|$)")
 
 
@@ -103,6 +104,10 @@ def _attribute_of(key: KeyPath) -> tuple[KeyPath, str] | None:
 
 
 def hover(index: Index, line: int, column: int) -> Hover | None:
+    text = index.lines[line] if 0 <= line < len(index.lines) else ""
+    for used in _VARIABLE_USE.finditer(text):
+        if used.start() <= column <= used.end() and used.group(1) in index.variables:
+            return _variable_hover(index, used.group(1))
     spot = _spot(index, line, column)
     key = spot.key
     if key is None:
@@ -114,10 +119,7 @@ def hover(index: Index, line: int, column: int) -> Hover | None:
     if key[0] == "agents" and len(key) == 2:
         return _agent_hover(index, str(key[1]))
     if key[0] == "vars" and len(key) == 2:
-        value = index.variables.get(str(key[1]))
-        return Hover(f"variable `{key[1]}` = `{example_text(value)}`\n\n"
-                     "`${" + str(key[1]) + "}` expands to it in any string; "
-                     f"`agentfile build {key[1]}=VALUE` overrides it for one build.")
+        return _variable_hover(index, str(key[1]))
     if key[0] == "include":
         return Hover(f"includes `{index.value(key)}`: its targets, agents and options come "
                      "first, this file's on top.")
@@ -132,6 +134,13 @@ def hover(index: Index, line: int, column: int) -> Hover | None:
         if value is not None:
             return value
     return _attribute_hover(_block(block_path) or "", name)
+
+
+def _variable_hover(index: Index, name: str) -> Hover:
+    value = index.variables.get(name)
+    return Hover(f"variable `{name}` = `{example_text(value)}`\n\n"
+                 "`${" + name + "}` expands to it in any string; "
+                 f"`agentfile build {name}=VALUE` sets another value for one build.")
 
 
 def _header_keyword(index: Index, line: int, word: str) -> Hover | None:
@@ -392,7 +401,8 @@ def _targets(index: Index, exclude: str = "") -> list[Completion]:
         stem = name.split("{", 1)[0].rstrip("/.-_") if "{" in name else ""
         if stem:
             names.setdefault(stem)
-    return [Completion(n, "target", "target", _target_detail(index, n))
+    # The description as the detail only: thousands of items, each serialised.
+    return [Completion(n, "target", _target_detail(index, n) or "target")
             for n in names if n != exclude]
 
 

@@ -7,6 +7,8 @@ characters; the server converts them to the client's units.
 
 from __future__ import annotations
 
+import functools
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ class Place:
     def of(cls, span: Span) -> Place:
         end_line = span.end_line if span.end_line is not None else span.line
         end_column = span.end_column if span.end_column is not None else span.column + 1
-        return cls(Path(span.path).resolve(), span.line - 1, span.column - 1, end_line - 1,
+        return cls(_resolved(span.path), span.line - 1, span.column - 1, end_line - 1,
                    end_column - 1)
 
     def contains(self, line: int, column: int) -> bool:
@@ -52,6 +54,17 @@ class Index:
     manifest defines with its includes (for hover, completion and definition)."""
 
     def __init__(self, path: Path, text: str, unsaved: Unsaved) -> None:
+        # Reading makes many small objects that live on: as in manifest.load, the cyclic
+        # collector would only scan them again and again.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._read(path, text, unsaved)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _read(self, path: Path, text: str, unsaved: Unsaved) -> None:
         self.path = path.resolve()
         self.form = form_of(path)
         self.lines = text.split("\n")
@@ -147,6 +160,13 @@ class Index:
         while end < len(text) and _word_char(text[end]):
             end += 1
         return text[start:end], start, end
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(shown: str) -> Path:
+    """A span's file as shown (relative to the current directory) -> its full path; the
+    same few files for thousands of spans, each resolved once."""
+    return Path(shown).resolve()
 
 
 def _word_char(char: str) -> bool:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+import attrs
 from lsprotocol import types as t
 from pygls.lsp.server import LanguageServer
 from pygls.uris import from_fs_path, to_fs_path
@@ -23,7 +27,9 @@ from agentfile.lsp.diagnose import Diagnostic, diagnose
 from agentfile.lsp.index import Index, Place
 from agentfile.manifest.locate import MANIFEST_NAMES, find_manifest
 
+_T = TypeVar("_T")
 DEBOUNCE = 0.15  # seconds of quiet after a change before the manifest is loaded again
+MAX_ITEMS = 200  # completion items sent at once
 _SYMBOL_KINDS = {"target": t.SymbolKind.Function, "agent": t.SymbolKind.Object,
                  "options": t.SymbolKind.Namespace, "variable": t.SymbolKind.Variable}
 _COMPLETION_KINDS = {"attribute": t.CompletionItemKind.Property,
@@ -43,19 +49,33 @@ class AgentfileServer(LanguageServer):
         self.published: dict[str, set[str]] = {}  # document -> the files it published for
         self.pending: dict[str, asyncio.Task[None]] = {}
         self.shut_down = False  # the exit code says whether the client asked first
+        # The manifest's reader is not made for threads (lark's parser of a text with
+        # mistakes keeps state): one reading at a time, in a worker or for a request.
+        self.reading = threading.Lock()
 
     def unsaved(self) -> dict[Path, str]:
         return {Path(to_fs_path(uri) or uri).resolve(): doc.source
                 for uri, doc in self.workspace.text_documents.items()}
 
     def index(self, uri: str) -> tuple[TextDocument, Index]:
+        """The document's index, built now if its text changed since the last one."""
         document = self.workspace.get_text_document(uri)
         cached = self.indexes.get(uri)
         if cached is None or cached[0] != document.version:
-            path = Path(document.path)
-            cached = (document.version, Index(path, document.source, self.unsaved()))
-            self.indexes[uri] = cached
+            with self.reading:  # a worker may be indexing this very version
+                cached = self.indexes.get(uri)
+                if cached is None or cached[0] != document.version:
+                    cached = (document.version, Index(Path(document.path), document.source,
+                                                      self.unsaved()))
+                    self.indexes[uri] = cached
         return document, cached[1]
+
+    def lines(self, path: Path, index: Index) -> list[str]:
+        """A file's lines, to count columns as the client does: the indexed text's own."""
+        if path == index.path:
+            return index.lines
+        shown = self.workspace.text_documents.get(from_fs_path(str(path)) or "")
+        return _lines_of(path, shown)
 
     def schedule(self, uri: str, delay: float) -> None:
         """Load the manifest again after `delay`, replacing a load not yet started."""
@@ -70,16 +90,21 @@ class AgentfileServer(LanguageServer):
         version = document.version
         path = Path(document.path)
         unsaved = self.unsaved()
-        found = await asyncio.get_running_loop().run_in_executor(
-            self.thread_pool, _diagnose_in_context, path, unsaved)
+        loop = asyncio.get_running_loop()
+        # Indexed in the worker first, ready for the requests that follow the diagnostics.
+        await loop.run_in_executor(self.thread_pool, self._index_in_worker, uri, version,
+                                   document.source, unsaved)
+        found = await loop.run_in_executor(self.thread_pool, self._locked,
+                                           _diagnose_in_context, path, unsaved)
         if self.workspace.text_documents.get(uri) is None or document.version != version:
             return  # closed or changed meanwhile: a newer load is on its way
         sent: set[str] = set()
         for file, problems in found.items():
             file_uri = from_fs_path(str(file)) or str(file)
             shown = self.workspace.text_documents.get(file_uri)
+            lines = _lines_of(file, shown)
             self.text_document_publish_diagnostics(t.PublishDiagnosticsParams(
-                uri=file_uri, diagnostics=[_diagnostic(p, shown) for p in problems],
+                uri=file_uri, diagnostics=[_diagnostic(p, shown, lines) for p in problems],
                 version=shown.version if shown else None))
             sent.add(file_uri)
         for stale in self.published.get(uri, set()) - sent:
@@ -87,6 +112,19 @@ class AgentfileServer(LanguageServer):
                 t.PublishDiagnosticsParams(uri=stale, diagnostics=[]))
         self.published[uri] = sent
         self.pending.pop(uri, None)
+
+
+    def _index_in_worker(self, uri: str, version: int | None, text: str,
+                         unsaved: dict[Path, str]) -> None:
+        with self.reading:
+            if self.indexes.get(uri, (None,))[0] != version:
+                self.indexes[uri] = (version, Index(Path(to_fs_path(uri) or uri), text,
+                                                    unsaved))
+
+    def _locked(self, read: Callable[[Path, dict[Path, str]], _T], path: Path,
+                unsaved: dict[Path, str]) -> _T:
+        with self.reading:
+            return read(path, unsaved)
 
 
 def _diagnose_in_context(path: Path, unsaved: dict[Path, str]) -> dict[Path, list[Diagnostic]]:
@@ -121,24 +159,27 @@ def _lines_of(path: Path, shown: TextDocument | None) -> list[str]:
         return []
 
 
-def _range(place: Place, shown: TextDocument | None) -> t.Range:
+def _range(place: Place, shown: TextDocument | None, lines: list[str]) -> t.Range:
     """A place (columns in characters) as the client counts (UTF-16 by default)."""
     server = t.Range(start=t.Position(line=place.line, character=place.column),
                      end=t.Position(line=place.end_line, character=place.end_column))
-    codec = shown.position_codec if shown is not None else None
-    if codec is None:
-        return server
-    return codec.range_to_client_units(_lines_of(place.path, shown), server)
+    if shown is None or all(line.isascii() for line in
+                            lines[place.line:place.line + 1] + lines[place.end_line:
+                                                                     place.end_line + 1]):
+        return server  # a character is one unit in every encoding
+    return shown.position_codec.range_to_client_units(lines, server)
 
 
-def _diagnostic(problem: Diagnostic, shown: TextDocument | None) -> t.Diagnostic:
-    return t.Diagnostic(range=_range(problem.place, shown), message=problem.message,
+def _diagnostic(problem: Diagnostic, shown: TextDocument | None,
+                lines: list[str]) -> t.Diagnostic:
+    return t.Diagnostic(range=_range(problem.place, shown, lines), message=problem.message,
                         severity=t.DiagnosticSeverity.Error, source="agentfile")
 
 
-def _location(server: AgentfileServer, place: Place) -> t.Location:
+def _location(server: AgentfileServer, place: Place, index: Index) -> t.Location:
     uri = from_fs_path(str(place.path)) or str(place.path)
-    return t.Location(uri=uri, range=_range(place, server.workspace.text_documents.get(uri)))
+    shown = server.workspace.text_documents.get(uri)
+    return t.Location(uri=uri, range=_range(place, shown, server.lines(place.path, index)))
 
 
 def _position(document: TextDocument, position: t.Position) -> tuple[int, int]:
@@ -189,29 +230,40 @@ def build_server() -> AgentfileServer:
     def definition(ls: AgentfileServer, params: t.DefinitionParams) -> list[t.Location]:
         document, index = ls.index(params.text_document.uri)
         places = answers.definition(index, *_position(document, params.position))
-        return [_location(ls, place) for place in places]
+        return [_location(ls, place, index) for place in places]
 
     @server.feature(t.TEXT_DOCUMENT_COMPLETION,
                     t.CompletionOptions(trigger_characters=[":", "=", " ", "-"]))
     def completion(ls: AgentfileServer, params: t.CompletionParams) -> t.CompletionList:
         document, index = ls.index(params.text_document.uri)
-        items = answers.completion(index, *_position(document, params.position))
-        return t.CompletionList(is_incomplete=False, items=[
+        line, column = _position(document, params.position)
+        items = answers.completion(index, line, column)
+        # Thousands of target names cost the client more than they help: those that start
+        # with what is typed, at most MAX_ITEMS, and the client asks again as typing goes on.
+        typed = index.word_at(line, column)[0][: column - index.word_at(line, column)[1]]
+        fitting = [item for item in items if item.label.startswith(typed)] or items
+        return t.CompletionList(is_incomplete=len(fitting) > MAX_ITEMS, items=[
             t.CompletionItem(label=item.label, kind=_COMPLETION_KINDS.get(item.kind),
                              detail=item.detail or None,
                              documentation=t.MarkupContent(kind=t.MarkupKind.Markdown,
                                                            value=item.documentation)
                              if item.documentation else None)
-            for item in items])
+            for item in fitting[:MAX_ITEMS]])
 
     @server.feature(t.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     def document_symbol(ls: AgentfileServer,
                         params: t.DocumentSymbolParams) -> list[t.DocumentSymbol]:
         document, index = ls.index(params.text_document.uri)
-        return [t.DocumentSymbol(name=s.name, kind=_SYMBOL_KINDS[s.kind],
-                                 detail=s.detail or None, range=_range(s.place, document),
-                                 selection_range=_range(s.selection, document))
-                for s in answers.symbols(index)]
+        # Thousands of positions, all made here from valid places: lsprotocol's checks of
+        # each field would take most of the answer's time (attrs turns them off for a while,
+        # on this thread's watch: nothing else builds protocol objects meanwhile).
+        with attrs.validators.disabled():
+            return [t.DocumentSymbol(name=s.name, kind=_SYMBOL_KINDS[s.kind],
+                                     detail=s.detail or None,
+                                     range=_range(s.place, document, index.lines),
+                                     selection_range=_range(s.selection, document,
+                                                            index.lines))
+                    for s in answers.symbols(index)]
 
     return server
 
