@@ -114,6 +114,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     # tmux session) until the last of it is removed: a Ctrl-C at any moment stops it in order.
     with _signals() as stop, build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
+        configure_secrets(_environment_of(loaded, options.variables))  # before any record
         # Recorded before anything is created, so that whatever it creates has its run.
         died = store.close_dead_runs(besides=run_id)  # this build holds the lock: no other
         store.start_run(run_id, pid=os.getpid(), argv=redact(sys.argv),
@@ -130,7 +131,6 @@ def build(*, file: str | None, options: BuildOptions) -> int:
                 from agentfile.records.ledger import Ledger
 
                 request.ledger = Ledger()
-            configure_secrets(_environment_of(loaded, options.variables))
             with _terminal(request, layout, store, run_id):
                 return _run(request, layout, store, run_id, stop, as_json=options.as_json,
                             squash=options.squash, verbose=options.verbose)

@@ -57,7 +57,7 @@ def list_targets(*, file: str | None, as_json: bool, targets: Sequence[str] = ()
 
 
 def completion_names(loaded: LoadedManifest) -> list[str]:
-    """What a command line may name: each target, and a fan-out's template and stem."""
+    """What a command line may name: each target, and each fan-out's stem."""
     names: dict[str, None] = {}
     for target in loaded.targets:
         if target.template != target.name:
