@@ -234,7 +234,7 @@ class RayExecutor:
             self.worktrees.store.record_resource(spec.run_id, "branch", spec.branch,
                                                  spec.target.name)
         result.work = WorktreeWork(spec.branch, spec.base, committed=returned.tip != spec.base,
-                                   wip=result.status != "succeeded")
+                                   wip=result.status != "succeeded", tip=returned.tip)
         for text, path in ((returned.prompt, job.prompt_file), (returned.usage, job.usage_file),
                            (result.message, job.result_file)):
             if text is not None:
