@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,7 @@ class LocalCluster:
             _kill_session(node.session)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 node.process.wait(timeout=5)
+        shutil.rmtree(self.temp, ignore_errors=True)  # the head's session files and logs
 
     def processes(self) -> list[psutil.Process]:
         """Every process still running in one of the nodes' sessions."""
