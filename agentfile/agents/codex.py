@@ -43,6 +43,8 @@ from agentfile.agents.events import (
 )
 
 BINARY_VARIABLE = "AGENTFILE_CODEX"
+# Arguments by which an agent's `args` choose Codex's sandbox themselves.
+SANDBOX_CHOICES = ("--sandbox", "-s", "--full-auto", "--dangerously-bypass-approvals-and-sandbox")
 _LAST_STATUS = re.compile(r"last status: (429|503|529)\b")
 _QUOTA = re.compile(r"hit your usage limit|Quota exceeded", re.IGNORECASE)
 
@@ -83,12 +85,18 @@ class CodexProvider:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")
+        # Codex's own sandbox fails every write where the machine cannot host it (gVisor with
+        # bubblewrap installed) while the turn still "completes": it runs unconfined, as Claude
+        # Code runs with bypassPermissions, unless the agent's `args` choose a sandbox.
+        chosen = any(arg.split("=", 1)[0] in SANDBOX_CHOICES for arg in request.agent.args)
         if request.session:
-            argv = [binary(), "exec", "resume", "--json", "--skip-git-repo-check",
-                    "-c", 'sandbox_mode="workspace-write"']
+            argv = [binary(), "exec", "resume", "--json", "--skip-git-repo-check"]
+            if not chosen:
+                argv += ["-c", 'sandbox_mode="danger-full-access"']
         else:
-            argv = [binary(), "exec", "--json", "--skip-git-repo-check",
-                    "--sandbox", "workspace-write"]
+            argv = [binary(), "exec", "--json", "--skip-git-repo-check"]
+            if not chosen:
+                argv += ["--sandbox", "danger-full-access"]
         if request.agent.model:
             argv += ["--model", request.agent.model]
         argv += list(request.agent.args)
