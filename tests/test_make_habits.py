@@ -43,8 +43,9 @@ def project(repo: Path) -> Path:
 
 
 def _log(repo: Path, target: str) -> str:
-    logs = sorted((repo / ".agentfile" / "runs").glob(f"*/logs/{target}.log"))
-    return logs[-1].read_text()
+    # The newest by time: two builds in the same second have run ids that sort at random.
+    logs = (repo / ".agentfile" / "runs").glob(f"*/logs/{target}.log")
+    return max(logs, key=lambda log: log.stat().st_mtime_ns).read_text()
 
 
 def test_a_variable_set_on_the_command_line_overrides_the_manifest(

@@ -295,9 +295,11 @@ def test_the_board_shows_an_agent_s_last_tool_call_not_its_json(
                           delay=2.0) as server:
         claude_commit(repo, 'hello:\n    agent = claude\n    isolation = none\n'
                             '    prompt = "Create hello.txt"\n')
-        shown, code = on_a_terminal(repo, {**interactive_environment(),
-                                           **claude_environment(server, claude, tmp_path)},
-                                    "build")
+        # claude_environment starts from this process's environment: CI=true must not reach
+        # the build, or it prints plain lines instead of the board.
+        environment = {**interactive_environment(), **claude_environment(server, claude, tmp_path)}
+        environment = {k: v for k, v in environment.items() if k not in ("CI", "NO_COLOR")}
+        shown, code = on_a_terminal(repo, environment, "build")
     seen = shown.decode(errors="replace")
     assert code == 0, seen
     board = seen.split("Created hello.txt.")[0]
