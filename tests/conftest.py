@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
+import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -20,6 +25,31 @@ from standin.openai import OpenAIStandin, codex_config
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_tmux_server() -> Iterator[Path]:
+    """The whole test session's tmux sessions on a tmux server of its own (TMUX_TMPDIR), so
+    that counting sessions never sees another run's, and ending them never touches a
+    person's. Only that server is killed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="agentfile-tests-tmux-"))
+    saved = {key: os.environ.get(key) for key in ("TMUX_TMPDIR", "TMUX", "TMUX_PANE")}
+    os.environ["TMUX_TMPDIR"] = str(folder)
+    os.environ.pop("TMUX", None)  # inside tmux, $TMUX would name the person's server
+    os.environ.pop("TMUX_PANE", None)
+    try:
+        yield folder
+    finally:
+        if shutil.which("tmux") is not None:
+            socket = folder / f"tmux-{os.getuid()}" / "default"
+            subprocess.run(["tmux", "-S", str(socket), "kill-server"], capture_output=True,
+                           check=False)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -71,6 +101,36 @@ def agentfile_cli() -> Run:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+def last_run(repo: Path) -> Path:
+    """The newest run's directory, by the state's start times (run ids of one second do not
+    sort by time, nor do folders' modification times)."""
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    try:
+        (run_id,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+    finally:
+        db.close()
+    return repo / ".agentfile" / "runs" / str(run_id)
+
+
+def events(repo: Path) -> list[dict[str, Any]]:
+    """The newest run's events."""
+    lines = (last_run(repo) / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def poll_status(run: Run, repo: Path, key: str, timeout: float = 15) -> dict[str, Any]:
+    """`agentfile status --json` until its `key` is not empty (a build's targets running, or
+    waiting), or `timeout` passes: the last snapshot."""
+    deadline = time.monotonic() + timeout
+    snapshot: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        snapshot = json.loads(run("status", "--json", cwd=repo).out)
+        if snapshot.get(key):
+            break
+        time.sleep(0.1)
+    return snapshot
 
 
 def installed_cli(script: str) -> str:

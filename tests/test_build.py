@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Run, patched_agentfile, wait_for_descendants
+from conftest import Run, events, last_run, patched_agentfile, wait_for_descendants
 
 # Each target appends "start NAME TIME" / "end NAME TIME" to trace.log, so the tests read the
 # order and the overlap the build really had.
@@ -44,19 +44,6 @@ def max_overlap(rows: list[tuple[str, str, float]]) -> int:
         current += 1 if kind == "start" else -1
         best = max(best, current)
     return best
-
-
-def last_run(repo: Path) -> Path:
-    """The newest run's directory (run ids of one second do not sort by time)."""
-    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
-    (run_id,) = db.execute("SELECT id FROM runs ORDER BY started DESC LIMIT 1").fetchone()
-    db.close()
-    return repo / ".agentfile" / "runs" / str(run_id)
-
-
-def events(repo: Path) -> list[dict[str, object]]:
-    lines = (last_run(repo) / "events.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def statuses(repo: Path) -> dict[str, str]:
@@ -323,10 +310,13 @@ def test_exit_codes_2_and_3(repo: Path, agentfile_cli: Run) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> None:
     # s3's children leave its process group: one in a session of its own that ignores
-    # TERM, one daemonised (its parent gone); stopping finds them through the tree.
+    # TERM, one daemonised (its parent gone); stopping finds them through the tree. Their
+    # sleeps are of lengths no other build on the machine uses: looked for afterwards.
+    mark = f"{os.getpid() % 1000}{int(sig):02d}{time.monotonic_ns() % 10**6:06d}"
+    escaped = {f"31.{mark}", f"32.{mark}"}
     write(repo, "".join(f"s{i}:\n    run = \"sleep 30 & sleep 30\"\n" for i in range(3))
-          + "s3:\n    run = \"setsid sh -c 'trap \\\"\\\" TERM; sleep 31' & "
-            "(sleep 32 &) ; sleep 30\"\n"
+          + f"s3:\n    run = \"setsid sh -c 'trap \\\"\\\" TERM; sleep 31.{mark}' & "
+            f"(sleep 32.{mark} &) ; sleep 30\"\n"
           + "after: s0 s1 s2 s3\n    run = 'true'\n")
     proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j4"], cwd=repo,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -342,17 +332,23 @@ def test_signal_mid_build_ends_130_and_leaves_nothing(repo: Path, sig: int) -> N
     got = statuses(repo)
     assert set(got.values()) == {"interrupted"}
     assert not [p for p in psutil.process_iter(["cmdline"])
-                if p.info["cmdline"] and p.info["cmdline"][:2] in (["sleep", "31"],
-                                                                   ["sleep", "32"])]
+                if p.info["cmdline"] and p.info["cmdline"][0] == "sleep"
+                and set(p.info["cmdline"][1:2]) & escaped]
 
 
-def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run) -> None:
-    write(repo, 'slow:\n    run = "sleep 3"\n    always = true\n')
+def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run,
+                                                tmp_path: Path) -> None:
+    # The first build's target runs until the test lets it go: however slow the machine,
+    # it is still running while the second build and status ask.
+    release = tmp_path / "release"
+    write(repo, 'slow:\n    run = "until [ -e \\"$RELEASE\\" ]; do sleep 0.05; done"\n'
+          '    always = true\n')
     first = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "RELEASE": str(release)})
     try:
         lock = repo / ".agentfile" / "build.lock"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (lock.exists() and lock.read_text()):
             time.sleep(0.05)
         record = lock.read_text()
@@ -367,8 +363,9 @@ def test_second_build_is_refused_while_one_runs(repo: Path, agentfile_cli: Run) 
     finally:
         first.kill()
         first.wait()
+        release.touch()
     # The holder died without cleaning up: its lock is taken over.
-    assert agentfile_cli("build", cwd=repo).code == 0
+    assert agentfile_cli("build", cwd=repo, env={"RELEASE": str(release)}).code == 0
 
 
 def test_a_reader_asking_who_holds_the_lock_never_refuses_a_build(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
-from conftest import Run, git, wait_for_descendants
+from conftest import Run, git, poll_status, wait_for_descendants
 
 MANIFEST = '''\
 a:
@@ -52,13 +51,7 @@ def test_status_and_follow_during_a_build(repo: Path, agentfile_cli: Run) -> Non
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        snapshot: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            snapshot = json.loads(agentfile_cli("status", "--json", cwd=repo).out)
-            if snapshot.get("running"):
-                break
-            time.sleep(0.1)
+        snapshot = poll_status(agentfile_cli, repo, "running", timeout=10)
         assert snapshot["pid"] == build.pid
         assert [r["target"] for r in snapshot["running"]] == ["slow"]
         shown = agentfile_cli("status", cwd=repo)  # its last line is not rich's markup

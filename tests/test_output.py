@@ -7,13 +7,21 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DATA, Result, Run, installed_cli, interactive_environment, on_a_terminal
+from conftest import (
+    DATA,
+    Result,
+    Run,
+    events,
+    installed_cli,
+    interactive_environment,
+    on_a_terminal,
+    poll_status,
+)
 from standin.anthropic import AnthropicStandin, text, tool_use
 from standin.openai import OpenAIStandin, codex_config, shell_call
 from standin.openai import message as codex_reply
@@ -37,11 +45,6 @@ def write(repo: Path, text: str) -> None:
 def plain_lines(out: str) -> list[str]:
     """The build's plain lines without their time stamps."""
     return [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
-
-
-def events(repo: Path) -> list[dict[str, Any]]:
-    runs = sorted((repo / ".agentfile" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    return [json.loads(x) for x in (runs[-1] / "events.jsonl").read_text().splitlines()]
 
 
 # -- waiting targets (the first hour, item 6) ---------------------------------------------
@@ -87,13 +90,7 @@ def test_status_shows_waiting_targets_and_decodes_the_last_run(repo: Path,
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "-j2"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        snapshot: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            snapshot = json.loads(agentfile_cli("status", "--json", cwd=repo).out)
-            if snapshot.get("waiting"):
-                break
-            time.sleep(0.1)
+        snapshot = poll_status(agentfile_cli, repo, "waiting")
         assert [w["target"] for w in snapshot["waiting"]] == ["c"], snapshot
         assert snapshot["waiting"][0]["reason"].startswith("no free job slot")
         shown = agentfile_cli("status", "--no-watch", cwd=repo).out

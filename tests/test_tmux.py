@@ -1,4 +1,4 @@
-"""Targets run in tmux windows (SPEC 6.5), against the real tmux on the default server."""
+"""Targets run in tmux windows, against the real tmux (the test session's own server)."""
 
 from __future__ import annotations
 
