@@ -40,7 +40,12 @@ def test_a_signal_halves_the_window_once_per_burst_and_successes_grow_it_back(
     assert pacing.windows() == {"claude": 2}
     for seat in seats:
         seat.release(succeeded=True)
-    assert pacing.windows()["claude"] in (4, 5)  # 2 + 1/2 + 1/2.5 + … : about one per window
+    # Only the two attempts never refused count: 2 + 1/2 + 1/2.5 (the six that got through
+    # only after the CLI's own retries are no sign of room).
+    assert pacing.windows() == {"claude": 2}
+    for seat in seats:
+        seat.release(succeeded=True)
+    assert pacing.windows()["claude"] in (4, 5)  # about one per window of clean successes
     for _ in range(40):
         seats[0].release(succeeded=True)
     assert pacing.windows() == {"claude": 8}  # never above -j

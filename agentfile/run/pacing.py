@@ -2,10 +2,12 @@
 
 Each provider (and model: a fallback model has limits of its own) has a lane with a window:
 the attempts that may run at once. A rate-limit signal halves it (once per burst of signals,
-as TCP halves once per round trip), each attempt that succeeds grows it by 1/window (one per
-window of successes), and it never exceeds -j or the agent's `max_parallel`. When the provider
-named a time (a retry-after, a quota's reset) the lane is paused until then; when it named none,
-agentfile waits on its own, twice as long each time. While the window is smaller than what
+as TCP halves once per round trip), each attempt that succeeds without being refused on its way
+grows it by 1/window (one per window of clean successes, as TCP grows on acknowledgements
+without loss: an attempt that got through only after the CLI's own retries is no sign of
+room), and it never exceeds -j or the agent's `max_parallel`. When the provider named a time
+(a retry-after, a quota's reset) the lane is paused until then; when it named none, agentfile
+waits on its own, twice as long each time. While the window is smaller than what
 runs, an attempt whose CLI sits out a retry-after steps aside (its session is resumed later).
 
 The scheduler asks `hold` before starting an agent target and takes its first seat; the
@@ -132,11 +134,13 @@ class Seat:
         self.target = target
         self.held = held
         self.retry_until = 0.0  # the CLI sleeps until then before retrying on its own
+        self.refused = False  # this attempt was refused at least once
 
     def signal(self, limit: RateLimit) -> None:
         """The CLI said the provider refused: cut the window, pause the lane, report it."""
         pacing, lane = self.pacing, self.lane
         with pacing.changed:
+            self.refused = True
             now = pacing.clock()
             until = limit.until(now)
             if until is None and not limit.retrying:
@@ -168,14 +172,15 @@ class Seat:
             return True
 
     def release(self, *, succeeded: bool = False) -> None:
-        """An attempt ended: its place is free; a success grows the window."""
+        """An attempt ended: its place is free; a success never refused grows the window."""
         pacing, lane = self.pacing, self.lane
         with pacing.changed:
             if self.held:
                 lane.active -= 1
                 self.held = False
             self.retry_until = 0.0
-            if succeeded:
+            refused, self.refused = self.refused, False
+            if succeeded and not refused:
                 lane.window = min(lane.window + 1 / lane.window, float(lane.ceiling))
                 lane.backoff_s = FIRST_BACKOFF_S
             pacing.changed.notify_all()
