@@ -140,6 +140,21 @@ def test_work_lands_in_dependency_order_from_the_nodes(repo: Path, agentfile_cli
     assert not worktrees_left(cluster)
 
 
+def test_a_sandboxed_target_runs_under_bwrap_on_its_node(repo: Path, agentfile_cli: Run,
+                                                         cluster: LocalCluster) -> None:
+    from agentfile.isolation.sandbox import why_not
+
+    if why_not() is not None:
+        pytest.skip(f"no sandbox here: {why_not()}")
+    where = setup(repo, "fenced:\n    agent = a\n    prompt = \"one\"\n    sandbox = true\n")
+    result = agentfile_cli("build", cwd=repo, env=cluster.environment, timeout=240)
+    assert result.code == 0, result.out + result.err
+    assert (repo / "seen-by-fenced.txt").exists()  # its work, from the node's worktree
+    assert not where.exists()  # outside its worktree: refused on the node
+    assert f"cannot create {where}" in (repo / ".agentfile" / "runs").joinpath(
+        str(events_of(repo)[0]["run"]), "logs", "fenced.log").read_text()
+
+
 def test_logs_stream_and_ctrl_c_leaves_nothing_on_any_node(repo: Path, agentfile_cli: Run,
                                                            cluster: LocalCluster) -> None:
     mark = f"afmark-{os.getpid()}-ctrlc"

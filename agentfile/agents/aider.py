@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
-from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, RateLimit, Usage
+from agentfile.agents.base import (
+    AgentCommand,
+    AgentRequest,
+    AgentVerdict,
+    RateLimit,
+    Usage,
+    home,
+)
 from agentfile.agents.events import find_cli, number, wait_in
 
 BINARY_VARIABLE = "AGENTFILE_AIDER"
@@ -62,6 +70,10 @@ class AiderProvider:
 
     def check(self) -> None:
         binary()
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        # Its caches and analytics id; its chat history and analytics log are run files.
+        return [home(env) / ".aider"]
 
     def command(self, request: AgentRequest) -> AgentCommand:
         analytics = analytics_path(request)

@@ -24,6 +24,11 @@ def too_long_for_an_argument(text: str) -> bool:
     return len(text.encode("utf-8")) > ARGUMENT_BYTES
 
 
+def home(env: Mapping[str, str]) -> Path:
+    """The home directory a CLI started with `env` uses."""
+    return Path(env.get("HOME") or Path.home())
+
+
 @dataclass
 class Usage:
     """What an agent has spent so far; totals, updated while it runs."""
@@ -109,6 +114,11 @@ class Provider(Protocol):
 
     def check(self) -> None:
         """Raise UsageError when the CLI cannot run here (not installed), before a build."""
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        """The folders where its CLI keeps its own state outside the workspace (settings,
+        sessions, credentials, in the home directory of `env`): writable in a sandbox, so
+        that it works, and created first when missing, as the CLI would."""
 
     def command(self, request: AgentRequest) -> AgentCommand: ...
 

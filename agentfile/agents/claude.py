@@ -19,6 +19,7 @@ with `resetsAt` (epoch seconds); with an API key it never does.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from agentfile.agents.base import (
     AgentVerdict,
     RateLimit,
     Usage,
+    home,
     too_long_for_an_argument,
 )
 from agentfile.agents.events import (
@@ -66,6 +68,12 @@ class ClaudeProvider:
 
     def check(self) -> None:
         binary()
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        # Its settings, sessions (a retry resumes one) and credentials. `~/.claude.json`
+        # beside it stays read-only: Claude Code replaces it by renaming a new file over it,
+        # which only a writable home would allow, and runs headless without updating it.
+        return [Path(env.get("CLAUDE_CONFIG_DIR") or home(env) / ".claude")]
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from agentfile.agents.base import (
     AgentVerdict,
     RateLimit,
     Usage,
+    home,
     too_long_for_an_argument,
 )
 from agentfile.agents.events import (
@@ -70,6 +72,10 @@ class _Attempt:
         self.message: str | None = None
         self.completed = False
         self.failure: str | None = None
+        # Each file Codex changed, and whether its last change was applied: a change whose
+        # item ended "failed" (a write refused) is not in the workspace, though the turn
+        # completes and Codex exits 0.
+        self.changes: dict[str, bool] = {}
 
 
 class CodexProvider:
@@ -82,6 +88,10 @@ class CodexProvider:
 
     def check(self) -> None:
         binary()
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        # Its configuration, sessions (`codex exec resume`), logs and credentials.
+        return [Path(env.get("CODEX_HOME") or home(env) / ".codex")]
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")
@@ -118,6 +128,11 @@ class CodexProvider:
             item = event.get("item") or {}
             if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
                 state.message = item["text"]
+            elif item.get("type") == "file_change":
+                applied = item.get("status") == "completed"
+                for change in sequence(item.get("changes")):
+                    if isinstance(change, dict) and change.get("path"):
+                        state.changes[str(change["path"])] = applied
         elif kind == "turn.completed":
             state.completed = True
             counts = event.get("usage") or {}
@@ -152,10 +167,25 @@ class CodexProvider:
                 tail: list[str]) -> AgentVerdict:
         state = self.attempts.pop(str(request.result_file), _Attempt())
         session = state.thread or request.session
+        lost = [path for path, applied in state.changes.items() if not applied]
+        if exit_code == 0 and state.completed and state.failure is None and lost:
+            return AgentVerdict(False, state.message, _lost(lost, request), session)
         if exit_code == 0 and state.completed and state.failure is None:
             return AgentVerdict(True, state.message, None, session)
         why = state.failure or (f"Codex ended (exit {exit_code}) without completing its turn")
         return AgentVerdict(False, state.message, f"Codex reported an error: {why}", session)
+
+
+def _lost(paths: list[str], request: AgentRequest) -> str:
+    """Why an attempt whose turn completed failed all the same: file changes Codex could not
+    apply (each named, relative to the workspace when inside it)."""
+    shown = [tool_line("", path, request.workspace).strip() for path in paths[:5]]
+    more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+    why = (f"Codex could not apply its change to {', '.join(shown)}{more} (its file_change "
+           "item ended \"failed\"): that work is not in the workspace")
+    if any(arg.split("=", 1)[0] in SANDBOX_CHOICES for arg in request.agent.args):
+        why += "; Codex's own sandbox, which the agent's args choose, may not write here"
+    return why
 
 
 _CHANGES = {"add": "Write", "update": "Edit", "delete": "Delete"}

@@ -6,6 +6,9 @@ It reports usage by rewriting `$AGENTFILE_USAGE_FILE` and its final message by w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 from agentfile.agents.base import AgentCommand, AgentRequest, AgentVerdict, RateLimit, Usage
 from agentfile.manifest.expand import substitute_shell
 
@@ -18,6 +21,9 @@ class CommandProvider:
 
     def check(self) -> None:
         return None
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        return []  # any program: what it needs beyond its workspace is the user's to give
 
     def command(self, request: AgentRequest) -> AgentCommand:
         assert request.agent.command is not None  # checked when the manifest is loaded

@@ -18,6 +18,7 @@ your daily quota".
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from agentfile.agents.base import (
     AgentVerdict,
     RateLimit,
     Usage,
+    home,
     too_long_for_an_argument,
 )
 from agentfile.agents.events import (
@@ -81,6 +83,10 @@ class GeminiProvider:
 
     def check(self) -> None:
         binary()
+
+    def state(self, env: Mapping[str, str]) -> list[Path]:
+        # Its settings, chats (`--resume`), trusted folders and credentials.
+        return [home(env) / ".gemini"]
 
     def command(self, request: AgentRequest) -> AgentCommand:
         prompt = request.prompt_file.read_text(encoding="utf-8")

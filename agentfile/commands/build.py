@@ -17,7 +17,12 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from agentfile import ui
-from agentfile.commands.common import load_manifest, missing_clis, print_json
+from agentfile.commands.common import (
+    load_manifest,
+    missing_clis,
+    print_json,
+    sandbox_problem,
+)
 from agentfile.commands.plan import job_slots, selected
 from agentfile.errors import (
     EXIT_BUDGET,
@@ -245,7 +250,11 @@ def _limits(loaded: LoadedManifest, options: BuildOptions) -> Limits:
 
 
 def _check_runnable(loaded: LoadedManifest, names: list[str]) -> None:
-    """Refuse before anything starts: every agent CLI that cannot run here, all at once."""
+    """Refuse before anything starts: a sandbox that cannot be made here, every agent CLI
+    that cannot run here, all at once."""
+    sandbox = sandbox_problem(loaded, names)
+    if sandbox is not None:
+        raise UsageError(sandbox)
     missing = missing_clis(loaded, names)
     if len(missing) == 1:
         raise UsageError(missing[0])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from agentfile.commands.common import load_manifest, missing_clis, print_json
+from agentfile.commands.common import load_manifest, missing_clis, print_json, sandbox_problem
 from agentfile.errors import EXIT_OK, ManifestError, Problem, Span, UsageError
-from agentfile.manifest.load import display_path, load
+from agentfile.manifest.load import LoadedManifest, display_path, load
 from agentfile.manifest.locate import manifest_path
 from agentfile.ui import plural
 
@@ -20,7 +20,7 @@ def check(*, file: str | None, as_json: bool) -> int:
         print(f"{display_path(loaded.path)}: ok: {plural(templates, 'target')} "
               f"({len(loaded.targets)} after fan-out), "
               f"{plural(len(loaded.manifest.agents), 'agent')}")
-        for warning in missing_clis(loaded, list(loaded.graph.order)):
+        for warning in _warnings(loaded):
             print(f"agentfile: warning: {warning}", file=sys.stderr)
         return EXIT_OK
     try:
@@ -34,5 +34,12 @@ def check(*, file: str | None, as_json: bool) -> int:
         print(err.render(), file=sys.stderr)
         return err.exit_code
     print_json({"ok": True, "problems": [], "targets": len(loaded.targets),
-                "warnings": missing_clis(loaded, list(loaded.graph.order))})
+                "warnings": _warnings(loaded)})
     return EXIT_OK
+
+
+def _warnings(loaded: LoadedManifest) -> list[str]:
+    """What cannot run on this machine: a sandbox, agent CLIs."""
+    names = list(loaded.graph.order)
+    sandbox = sandbox_problem(loaded, names)
+    return ([sandbox] if sandbox else []) + missing_clis(loaded, names)

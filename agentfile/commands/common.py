@@ -55,6 +55,21 @@ def missing_clis(loaded: LoadedManifest, names: list[str]) -> list[str]:
     return lines
 
 
+def sandbox_problem(loaded: LoadedManifest, names: list[str]) -> str | None:
+    """Why the sandbox some of these targets ask for cannot be made here (bwrap missing, or
+    refused by the kernel), with the fix, naming the targets; None when it can or none asks."""
+    asking = [n for n in names if loaded.sandboxed(loaded.graph.targets[n])]
+    if not asking:
+        return None
+    from agentfile.isolation.sandbox import why_not
+
+    problem = why_not()
+    if problem is None:
+        return None
+    shown = ", ".join(asking[:3]) + (f" and {len(asking) - 3} more" if len(asking) > 3 else "")
+    return f"{problem} (for {'target' if len(asking) == 1 else 'targets'} {shown})"
+
+
 def write_output(file: str, text: str) -> None:
     """`-o FILE` / `--html FILE`: a place that cannot take the file is the user's to fix."""
     try:

@@ -21,7 +21,7 @@ _TABLES = ("budget", "throttle", "daily_budget", "price", "foreach")
 # Attributes whose value names a target, an agent, or a file.
 _TARGET_VALUED = ("deps", "default")
 _FILE_VALUED = ("context", "inputs", "outputs", "copy", "file")
-_BOOLEANS = ("always", "exclusive")
+_BOOLEANS = ("always", "exclusive", "sandbox")
 _VARIABLE_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DATA_KEY = re.compile(r"^(\s*)(?:-\s+)?[\"']?([A-Za-z0-9_.$/{}-]+)[\"']?\s*:(?:\s|$)")
 

@@ -89,6 +89,17 @@ class LoadedManifest:
             return self.manifest.options.isolation or "worktree"
         return "worktree" if target.name in self.after_merged_work else "none"
 
+    def sandboxed(self, target: ConcreteTarget) -> bool:
+        """Whether the target runs under bubblewrap: its own `sandbox`, else its agent's,
+        else (for agent targets) the options'; a run target only by its own."""
+        own = target.definition.sandbox
+        if own is not None or target.kind != "agent":
+            return bool(own)
+        _, agent = self.agent_definition(target)
+        if agent is not None and agent.sandbox is not None:
+            return agent.sandbox
+        return bool(self.manifest.options.sandbox)
+
     def resolve(self, names: Sequence[str]) -> list[str]:
         """Command-line target names -> concrete names (a fan-out name means all of it)."""
         by_group: dict[str, list[str]] = {}

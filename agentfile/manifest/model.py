@@ -208,6 +208,11 @@ _ISOLATION = ("Where a target runs: `worktree` (its own git worktree and branch,
               "directory of the checkout, nothing outside it) or `none` (the checkout).")
 _TERMINAL = ("`tmux` runs the process in a window of the build's tmux session "
              "(`agentfile attach`); `headless` (the default) does not.")
+_SANDBOX = ("Run the target's processes under bubblewrap (Linux): the file system read-only but "
+            "for its workspace (for `dir(\"…\")` that directory only), the run files agentfile "
+            "hands its agent, its agent CLI's own state in the home directory and a private "
+            "/tmp, so a write anywhere else fails inside the agent. The network stays "
+            "available. Its `verify` runs there too. Needs `bwrap` (docs/sandbox.md).")
 _MERGE = ("What becomes of worktree and branch targets' work: `auto` (merged into the build's "
           "integration branch, your branch fast-forwarded when all is clean), `manual` (merged, "
           "landing is yours) or `none` (every branch kept for review).")
@@ -231,6 +236,9 @@ class Options(_Model):
         default=None, examples=["worktree"],
         description=_ISOLATION + " Here, the default of agent targets (else worktree).")
     terminal: Terminal | None = Field(default=None, description=_TERMINAL, examples=["tmux"])
+    sandbox: bool | None = Field(
+        default=None, examples=[True],
+        description=_SANDBOX + " Here, the default of agent targets (else false).")
     budget: Budget | None = Field(
         default=None, examples=[{"usd": 20, "time": "2h"}],
         description="The whole build's limits: once reached, nothing new starts, running agent "
@@ -285,6 +293,9 @@ class Agent(_Model):
     env: dict[str, EnvValue] = Field(
         default_factory=dict, examples=[{"LOG_LEVEL": "debug"}],
         description="Environment variables for its targets' processes.")
+    sandbox: bool | None = Field(
+        default=None, examples=[True],
+        description=_SANDBOX + " Here, for its targets (over `options.sandbox`).")
     max_parallel: int | None = Field(
         default=None, ge=1, examples=[2],
         description="At most this many of its targets run at once.")
@@ -348,6 +359,10 @@ class Target(_Model):
         description=_ISOLATION + " Default: `options.isolation` for agent targets, none for "
                                  "others.")
     terminal: Terminal | None = Field(default=None, description=_TERMINAL, examples=["tmux"])
+    sandbox: bool | None = Field(
+        default=None, examples=[True],
+        description=_SANDBOX + " Default: its agent's, else `options.sandbox` for agent "
+                               "targets; false for run targets.")
     budget: Budget | None = Field(
         default=None, examples=[{"usd": 1.5, "time": "10m"}],
         description="This target's limits (all its attempts together).")

@@ -34,6 +34,7 @@ import psutil
 
 from agentfile.agents.base import Usage
 from agentfile.isolation.base import Workspace
+from agentfile.isolation.sandbox import Sandbox
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.model import Agent, Budget
 from agentfile.records.layout import flat_path
@@ -79,6 +80,7 @@ class Spec:
     money_left: float | None  # the build's, for CLIs with a cap of their own
     keep: bool  # commit what it leaves (not for a check on merged work)
     tag: str
+    sandbox: bool = False  # `sandbox = true`: under bubblewrap on the node too
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,8 @@ def _job(spec: Spec, paths: _Paths) -> Job:
                usage_file=paths.files / "usage.json", agent=spec.agent, budget=spec.budget,
                dep_results=spec.dep_results, dep_diffs=spec.dep_diffs,
                cancel=threading.Event(), progress=Progress(),
-               budget_usd_left=lambda: money_left, tag=spec.tag, environ=dict(os.environ))
+               budget_usd_left=lambda: money_left, tag=spec.tag, environ=dict(os.environ),
+               sandbox=Sandbox(paths.cache) if spec.sandbox else None)
 
 
 def _attempts(job: Job, workspace: Workspace) -> TargetResult:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 from agentfile import regular
 from agentfile.agents import provider
-from agentfile.agents.base import AgentRequest, Provider, RateLimit, Usage
+from agentfile.agents.base import AgentRequest, Provider, RateLimit, Usage, home
 from agentfile.isolation.base import Workspace
+from agentfile.isolation.sandbox import Sandbox
 from agentfile.isolation.worktree import WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget, substitute, substitute_shell
 from agentfile.manifest.model import Agent, Budget, FileRef
@@ -139,6 +140,7 @@ class Job:
     seat: Seat | None = None
     patience_s: float | None = None
     resume: str | None = None  # the session of a build that died while it ran, to resume
+    sandbox: Sandbox | None = None  # `sandbox = true`: its processes run under bubblewrap
 
 
 def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
@@ -484,8 +486,14 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
             # before a retry stops, and waits its turn (its session is resumed).
             return RATE_LIMITED if seat.step_aside() else sampler()
 
+    header = _log_header(number, command)
+    if job.sandbox is not None:
+        writable = [job.result_file.parent, job.usage_file.parent,
+                    *_state(call.provider, env)] if call is not None else []
+        command = _sandboxed(job.sandbox, command, workspace, writable, env)
+        header += " (sandboxed)"
     launch = process.Launch(command, workspace.path, env, deadline, job.tag,
-                            _log_header(number, command), call.stdin if call else None,
+                            header, call.stdin if call else None,
                             render=render if call is not None else None,
                             raw_log=raw_log(job.log) if call is not None and
                             call.provider.raw_stream else None)
@@ -604,8 +612,12 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
     command, carried = _expand(job.target.definition.verify, values)
     if carried:
         env = {**env, **carried}
-    launch = process.Launch(command, workspace.path, env, deadline, job.tag,
-                            _log_header(None, command, label="verify"))
+    run: str | list[str] = command
+    if job.sandbox is not None:  # it runs what the agent wrote: confined as the agent was
+        run = _sandboxed(job.sandbox, command, workspace, [], env)
+    launch = process.Launch(run, workspace.path, env, deadline, job.tag,
+                            _log_header(None, command, label="verify") +
+                            (" (sandboxed)" if job.sandbox is not None else ""))
     job.progress.phase = "verifying"
     # Where the target's work is committed, what the check leaves (a __pycache__ from
     # py_compile, a report) is not its work: removed, so that it is never committed.
@@ -620,6 +632,26 @@ def _verify(job: Job, workspace: Workspace, values: Mapping[str, str],
         remove_new_files(workspace.path, before)
     status, error = _status(outcome)
     return status, None if error is None else f"verify `{command}` {error}"
+
+
+def _state(chosen: Provider, env: Mapping[str, str]) -> list[Path]:
+    """The folders of the CLI's own state, made when missing: a folder bwrap makes writable
+    must exist first (one that cannot be made is left read-only, and the CLI says why)."""
+    folders = chosen.state(env)
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+def _sandboxed(sandbox: Sandbox, command: str | list[str], workspace: Workspace,
+               writable: list[Path], env: Mapping[str, str]) -> list[str]:
+    """The command as bubblewrap runs it: only the workspace and `writable` writable."""
+    # A command line goes through the shell, as it would outside (a program not found
+    # is the shell's exit 127, not bwrap's own error).
+    argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+    return sandbox.wrap(argv, cwd=workspace.path, writable=[workspace.path, *writable],
+                        home=home(env))
 
 
 def _shown_lines(job: Job) -> Callable[[str], None]:

@@ -27,6 +27,7 @@ from agentfile.errors import UsageError
 from agentfile.fingerprint import fingerprint, landed, up_to_date
 from agentfile.isolation import directory
 from agentfile.isolation.place import Places
+from agentfile.isolation.sandbox import Sandbox
 from agentfile.isolation.worktree import Worktrees, WorktreeWork
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
@@ -463,6 +464,7 @@ class Scheduler:
             budget_usd_left=self._budget_left,
             tag=f"{self.run_id}/{name}", environ=self.environ, echo=self.request.echo,
             resume=self.request.recovery.sessions.get(name),
+            sandbox=Sandbox(self.loaded.root) if self.loaded.sandboxed(target) else None,
         )
         if agent is not None:
             job.pacing = self.pacing

@@ -258,7 +258,8 @@ class RayExecutor:
             budget=job.budget, dep_results=dict(job.dep_results), dep_diffs=dict(job.dep_diffs),
             files=files, copied=copied, branch=worktrees.branch_of(target), base=base,
             bundles=bundles, money_left=job.budget_usd_left(),
-            keep=not self.loaded.checks_merged_work(target), tag=job.tag)
+            keep=not self.loaded.checks_merged_work(target), tag=job.tag,
+            sandbox=job.sandbox is not None)
 
     def _bundles(self) -> tuple[str, list[tuple[remote.Bundle, Any]]]:
         """The integration commit a target starts from, and the bundles in the object store
