@@ -85,6 +85,7 @@ class Git:
         self.root = Path(self.repo.working_tree_dir or root)
         self.cmd = self.repo.git
         self._identity: dict[str, str] | None = None
+        self._common: Path | None = None  # the repository's git dir, shared by its worktrees
 
     def identity(self) -> dict[str, str]:
         """The environment agentfile's commits are made with: empty when git knows who the
@@ -223,6 +224,57 @@ class Git:
                     self.cmd.worktree("prune")
             else:  # removed behind git's back: forget its metadata
                 self.cmd.worktree("prune")
+
+    # -- pooled worktrees (isolation/pool.py): reset in place instead of made again -----------
+
+    def linked_git_dir(self, path: Path) -> str:
+        """The git dir of the linked worktree at `path`, if it is one of this repository's;
+        NotAWorktree otherwise. Commands in it name that git dir and work tree outright: git
+        searching upward from a damaged worktree would find, and reset, the main checkout."""
+        try:
+            pointer = (path / ".git").read_text().strip()
+        except OSError:
+            raise NotAWorktree(f"{path} has no .git file") from None
+        gitdir = Path(pointer.removeprefix("gitdir:").strip())
+        if self._common is None:
+            self._common = Path(str(self.cmd.rev_parse("--path-format=absolute",
+                                                       "--git-common-dir"))).resolve()
+        common = self._common
+        try:
+            back = Path((gitdir / "gitdir").read_text().strip())
+        except OSError:
+            raise NotAWorktree(f"git keeps no record of the worktree {path}") from None
+        if gitdir.parent.resolve() != common / "worktrees" or \
+                back.parent.resolve() != path.resolve():
+            raise NotAWorktree(f"{path} is not a worktree of {self.root}")
+        return str(gitdir)
+
+    def _in_tree(self, path: Path, *args: str) -> None:
+        gitdir = self.linked_git_dir(path)
+        self.cmd.execute(["git", "-C", str(path), f"--git-dir={gitdir}",
+                          f"--work-tree={path}", *args])
+
+    def add_detached_worktree(self, path: Path, at: str) -> None:
+        """A new worktree at `path`, detached at `at` (a pooled one, before its first use)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _LOCK:
+            self.cmd.worktree("add", "-q", "--detach", str(path), at)
+
+    def reset_worktree(self, path: Path, branch: str, at: str) -> None:
+        """Put the worktree at `path` on `branch` (made at `at` unless it exists: queued again,
+        it carries on from its own work), its tracked files as that commit has them and its
+        untracked files that git does not ignore removed; ignored files stay."""
+        with _LOCK:  # refs are shared by every worktree: made one at a time
+            if not self.branch_exists(branch):
+                self.cmd.branch(branch, at)
+        self._in_tree(path, "checkout", "-q", "-f", branch)
+        self._in_tree(path, "clean", "-q", "-f", "-f", "-d")
+
+    def detach_worktree(self, path: Path) -> None:
+        """Leave the branch of the worktree at `path` (for the scheduler to merge and
+        delete) and put its files back as its commit has them, ignored files kept."""
+        self._in_tree(path, "checkout", "-q", "-f", "--detach")
+        self._in_tree(path, "clean", "-q", "-f", "-f", "-d")
 
     @staticmethod
     def _is_worktree(path: Path) -> bool:

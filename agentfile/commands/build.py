@@ -129,7 +129,8 @@ def build(*, file: str | None, options: BuildOptions) -> int:
             request.recovery = recover(store, layout, loaded, run_id, newly_dead=died)
             if any(loaded.isolation_of(loaded.graph.targets[n]) in ("worktree", "branch")
                    and loaded.graph.targets[n].kind != "group" for n in names):
-                request.worktrees = _begin_worktrees(layout, store, run_id, options)
+                request.worktrees = _begin_worktrees(layout, store, run_id, options,
+                                                     pool=_pool_size(request))
             request.no_merge = options.no_merge
             request.all_in_tmux = options.tmux
             if any(loaded.graph.targets[n].kind == "agent" for n in names):
@@ -204,11 +205,21 @@ def _terminal(request: BuildRequest, layout: Layout, store: Store,
         store.resource_removed("tmux", name)
 
 
-def _begin_worktrees(layout: Layout, store: Store, run_id: str,
-                     options: BuildOptions) -> Worktrees:
-    from agentfile.git import Git
+def _pool_size(request: BuildRequest) -> int | None:
+    """With `worktrees = reuse`, the pool's size: a worktree per job slot. (A Ray node makes
+    its own worktrees.)"""
+    reuse = request.loaded.manifest.options.worktrees == "reuse"
+    return request.jobs if reuse and request.executor == "local" else None
 
-    worktrees = Worktrees(Git(layout.root), layout, store, run_id, keep=options.keep_worktrees)
+
+def _begin_worktrees(layout: Layout, store: Store, run_id: str,
+                     options: BuildOptions, *, pool: int | None) -> Worktrees:
+    from agentfile.git import Git
+    from agentfile.isolation.pool import Pool
+
+    git = Git(layout.root)
+    worktrees = Worktrees(git, layout, store, run_id, keep=options.keep_worktrees,
+                          pool=Pool(git, layout.pool_dir, size=pool) if pool else None)
     worktrees.begin()
     dirty = worktrees.git.dirty_files()
     if dirty:

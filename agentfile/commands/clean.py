@@ -4,7 +4,8 @@ Only worktrees, branches and tmux sessions recorded in state are candidates, nev
 found by a name pattern. A worktree with uncommitted changes, or a branch holding commits
 that no other branch contains, is kept unless `--force`: cleaning never loses work. Running
 it twice removes nothing the second time. Without a run, it cleans up after the last build and
-after every build that died (killed, it could not clean up itself).
+after every build that died (killed, it could not clean up itself), and removes the pooled
+worktrees of `worktrees = reuse` (isolation/pool.py), but one a running build uses.
 """
 
 from __future__ import annotations
@@ -102,14 +103,15 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
     runs: set[str] | None = {run} if run is not None else None  # None: every run
     if run is None and not every:
         last = store.last_run(besides=running)
-        if last is None:
-            return []
         # The last build's, and every build's that died: no build of theirs will clean up.
-        runs = {last["id"], *store.dead_runs(besides=running)}
+        runs = {last["id"], *store.dead_runs(besides=running)} if last else set()
     resources = [r for r in store.resources() if r["run"] != running and
                  (runs is None or r["run"] in runs)]
-    git = _git(layout) if resources else None
-    steps: list[Step] = []
+    pooled = run is None and layout.pool_dir.is_dir()
+    git = _git(layout) if resources or pooled else None
+    steps: list[Step] = _plan_pool(git, layout, force) if pooled and git is not None else []
+    mine = {s.name for s in steps}  # pooled worktrees: judged by the pool's rules
+    resources = [r for r in resources if not (r["kind"] == "worktree" and r["name"] in mine)]
     for resource in resources:
         kind, name = resource["kind"], resource["name"]
         if kind == "worktree":
@@ -118,7 +120,7 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
             steps.append(Step(kind, name, "remove", run=resource["run"]))
     # A branch checked out in a worktree that stays cannot go (git refuses): it stays too.
     going = {Path(s.name).resolve() for s in steps
-             if s.kind == "worktree" and s.action == "remove"}
+             if s.kind in ("worktree", "pooled worktree") and s.action == "remove"}
     checked_out = git.checked_out() if git is not None else {}
     for resource in resources:
         if resource["kind"] == "branch":
@@ -131,7 +133,7 @@ def _plan(layout: Layout, store: Store, *, run: str | None, every: bool,
     if live is None and layout.lock_file.exists() and layout.lock_file.read_text().strip():
         steps.append(Step("lock", str(layout.lock_file), "remove", "its build is gone"))
     # Worktrees before branches: git will not delete a branch checked out in a worktree.
-    order = {"worktree": 0, "tmux": 1, "branch": 2, "lock": 3}
+    order = {"pooled worktree": 0, "worktree": 0, "tmux": 1, "branch": 2, "lock": 3}
     return sorted(steps, key=lambda s: order.get(s.kind, 9))
 
 
@@ -140,6 +142,32 @@ def _git(layout: Layout) -> Git | None:
         return Git(layout.root)
     except UsageError:
         return None
+
+
+def _plan_pool(git: Git, layout: Layout, force: bool) -> list[Step]:
+    """Each pooled worktree: removed, but while a live build holds it (its lock tells, as
+    a build that dies lets go of it), or while it holds a dead build's uncommitted work."""
+    from agentfile.isolation.pool import Pool
+
+    pool = Pool(git, layout.pool_dir, size=1)
+    steps: list[Step] = []
+    for entry in pool.ids():
+        path = str(pool.path_of(entry))
+        lease = pool.claim(entry)
+        if lease is None:
+            steps.append(Step("pooled worktree", path, "keep", "in use by a running build"))
+            continue
+        try:
+            user = lease.info.get("user") or {}
+            step = _judge_worktree(git, lease.path, force) if user else \
+                Step("worktree", path, "remove")
+        finally:
+            pool.let_go(lease)
+        step.kind, step.run = "pooled worktree", str(user.get("run", ""))
+        if user and step.action == "keep":
+            step.why = f"left by {user.get('target')} of build {user.get('run')}: {step.why}"
+        steps.append(step)
+    return steps
 
 
 def _judge_worktree(git: Git | None, path: Path, force: bool) -> Step:
@@ -168,7 +196,9 @@ def _judge_branch(git: Git | None, name: str, force: bool) -> Step:
 
 
 def _remove(layout: Layout, store: Store, step: Step) -> None:
-    if step.kind == "worktree":
+    if step.kind == "pooled worktree":
+        _remove_pooled(layout, store, step)
+    elif step.kind == "worktree":
         git = _git(layout)
         if git is not None:
             git.remove_worktree(Path(step.name))
@@ -186,6 +216,21 @@ def _remove(layout: Layout, store: Store, step: Step) -> None:
     elif step.kind == "lock":
         with contextlib.suppress(OSError):
             Path(step.name).write_text("")
+
+
+def _remove_pooled(layout: Layout, store: Store, step: Step) -> None:
+    from agentfile.isolation.pool import Pool
+
+    git = _git(layout)
+    if git is None:
+        return
+    pool = Pool(git, layout.pool_dir, size=1)
+    lease = pool.claim(Path(step.name).name)
+    if lease is None:  # a build took it since: it stays
+        step.action, step.why = "keep", "in use by a running build"
+        return
+    pool.drop(lease)
+    store.resource_removed("worktree", step.name)
 
 
 def _prune(layout: Layout) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentfile.isolation import branch, directory, none_workspace
+from agentfile.isolation.base import Workspace
+from agentfile.isolation.setup import run_setup, setup_of
 from agentfile.isolation.worktree import WorkKept, Worktrees, WorktreeWork
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import DirRef
@@ -73,18 +75,41 @@ class Places:
         assert self.worktrees is not None
         workspace = self.worktrees.prepare(job.target)
         result = TargetResult(job.target.name, "interrupted")
+        keep = not self.loaded.checks_merged_work(job.target)
         try:
-            result = run_target(job, workspace)
+            unready = self._set_up(job, workspace)
+            if unready is not None:
+                result, keep = unready, False  # it never ran: nothing there is its work
+            else:
+                result = run_target(job, workspace)
         finally:
             # Runs on every end, Ctrl-C included: what the agent did is committed first.
             with _kept(result):
                 result.work = self.worktrees.finish(
-                    workspace, job.target, result.status,
-                    keep=not self.loaded.checks_merged_work(job.target),
+                    workspace, job.target, result.status, keep=keep,
                     agent=self.loaded.agent_label(job.target),
                     committed=self._hear(job, result))
             result.diff = workspace.diff
         return result
+
+    def _set_up(self, job: Job, workspace: Workspace) -> TargetResult | None:
+        """Run the target's `setup` in its worktree unless it ran there for the same inputs
+        (a pooled worktree's); the target's result when it failed, else None."""
+        assert self.worktrees is not None
+        setup = setup_of(self.loaded, job.target)
+        if setup is None:
+            return None
+        fingerprint = setup.fingerprint(workspace.path)
+        if self.worktrees.setup_done(workspace) == fingerprint:
+            return None
+        job.progress.phase = "setting up"
+        status, why = run_setup(setup, job, workspace, self.worktrees.git,
+                                self.worktrees.setup_log(job.target))
+        self.worktrees.note_setup(workspace, fingerprint if why is None else None)
+        if why is None:
+            job.progress.phase = "preparing"
+            return None
+        return TargetResult(job.target.name, status, detail=why)
 
     def _hear(self, job: Job, result: TargetResult) -> Callable[[WorktreeWork], None] | None:
         told = self.committed

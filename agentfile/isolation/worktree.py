@@ -6,7 +6,8 @@ branch's tip, so it sees its dependencies' merged work. (SPEC 6.1 names target b
 `agentfile/RUN_ID/TARGET`, which git cannot hold beside `agentfile/RUN_ID`: a ref cannot be
 both a branch and a folder of branches.) When the target ends, whatever it left is
 committed on its branch (a work-in-progress commit if it did not succeed), the worktree is
-removed and the branch kept for the scheduler to merge, or for the user to inspect.
+removed (with `worktrees = reuse`, given back to the pool: isolation/pool.py) and the branch
+kept for the scheduler to merge, or for the user to inspect.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
+from agentfile.isolation.pool import Lease, Pool
 from agentfile.manifest.expand import ConcreteTarget
-from agentfile.records.layout import Layout, flat_path, ref_safe
+from agentfile.records.layout import Layout, RunFiles, flat_path, ref_safe
 from agentfile.records.state import Store
 
 if TYPE_CHECKING:  # GitPython loads only when a build uses worktrees
@@ -68,6 +70,8 @@ class Worktrees:
     start_commit: str = ""
     start_branch: str | None = None
     created: list[str] = field(default_factory=list)
+    pool: Pool | None = None  # worktrees = reuse
+    leases: dict[Path, Lease] = field(default_factory=dict)  # pooled worktrees in use
 
     def begin(self) -> None:
         """Create the integration branch at the commit checked out now."""
@@ -84,22 +88,58 @@ class Worktrees:
         return self.layout.state_dir / "worktrees" / self.run_id / flat_path(target.name)
 
     def prepare(self, target: ConcreteTarget) -> Workspace:
-        branch, path = self.branch_of(target), self.path_of(target)
+        branch = self.branch_of(target)
         base = self.git.rev(self.integration)
         self.store.record_resource(self.run_id, "branch", branch, target.name)
-        self.store.record_resource(self.run_id, "worktree", str(path), target.name)
-        self.git.add_worktree(path, branch, base)
+        if self.pool is not None:
+            lease = self.pool.take(branch, base, run_id=self.run_id, target=target.name,
+                                   record=lambda path: self.store.record_resource(
+                                       self.run_id, "worktree", str(path), target.name))
+            path = lease.path
+            self.leases[path] = lease
+        else:
+            path = self.path_of(target)
+            self.store.record_resource(self.run_id, "worktree", str(path), target.name)
+            self.git.add_worktree(path, branch, base)
         try:
             for name in target.definition.copy_files:
                 copy_into(self.git.root, path, name)
         except BaseException:
             # Nothing ran in it: it goes, and its branch (new, it holds nothing) with it.
-            self.git.remove_worktree(path)
-            self.store.resource_removed("worktree", str(path))
+            self._put_away(path, target)
             if self.git.rev(branch) == base:
                 self.drop_branch(branch)
             raise
         return Workspace(path=path, mode="worktree", detail=branch, base=base)
+
+    def setup_done(self, workspace: Workspace) -> str | None:
+        """The fingerprint of the setup that ran in this worktree (a pooled one's)."""
+        lease = self.leases.get(workspace.path)
+        return lease.info.get("setup") if lease is not None else None
+
+    def note_setup(self, workspace: Workspace, fingerprint: str | None) -> None:
+        lease = self.leases.get(workspace.path)
+        if lease is not None and self.pool is not None:
+            self.pool.note_setup(lease, fingerprint)
+
+    def setup_log(self, target: ConcreteTarget) -> Path:
+        return RunFiles(self.layout.run_dir(self.run_id)).setup_log(target.name)
+
+    def _put_away(self, path: Path, target: ConcreteTarget) -> None:
+        """The worktree removed, or given back to the pool."""
+        lease = self.leases.pop(path, None)
+        if lease is not None and self.pool is not None:
+            self.pool.give_back(lease, copied=target.definition.copy_files)
+        else:
+            self.git.remove_worktree(path)
+        self.store.resource_removed("worktree", str(path))
+
+    def _set_aside(self, path: Path) -> None:
+        """A pooled worktree that must stay as it is (its work is uncommitted, or
+        --keep-worktrees): out of the pool, an ordinary worktree of this run."""
+        lease = self.leases.pop(path, None)
+        if lease is not None and self.pool is not None:
+            self.pool.set_aside(lease)
 
     def finish(self, workspace: Workspace, target: ConcreteTarget, status: str, *,
                keep: bool = True, agent: str | None = None,
@@ -117,6 +157,7 @@ class Worktrees:
                 self.git.commit_all(workspace.path, message,
                                     exclude=target.definition.copy_files)
             except AgentfileError as err:  # CommitFailed: the work stays where it is
+                self._set_aside(workspace.path)
                 raise WorkKept(f"its work is not committed: {err}; it is kept in its "
                                f"worktree {workspace.path} (branch {branch})") from None
         tip = self.git.keep_head_on(workspace.path, branch)
@@ -125,9 +166,10 @@ class Worktrees:
         if committed is not None:
             committed(work)
         workspace.diff = self.git.diff(workspace.base, tip) if tip != workspace.base else ""
-        if not self.keep:
-            self.git.remove_worktree(workspace.path)
-            self.store.resource_removed("worktree", str(workspace.path))
+        if self.keep:
+            self._set_aside(workspace.path)
+        else:
+            self._put_away(workspace.path, target)
         return work
 
     def drop_branch(self, branch: str) -> None:

@@ -87,6 +87,7 @@ Provider = Literal["claude", "codex", "gemini", "aider", "command"]
 MergeMode = Literal["auto", "manual", "none"]
 Terminal = Literal["tmux", "headless"]
 Executor = Literal["local", "ray"]
+WorktreeReuse = Literal["fresh", "reuse"]
 
 
 class _Model(BaseModel):
@@ -213,6 +214,13 @@ _SANDBOX = ("Run the target's processes under bubblewrap (Linux): the file syste
             "hands its agent, its agent CLI's own state in the home directory and a private "
             "/tmp, so a write anywhere else fails inside the agent. The network stays "
             "available. Its `verify` runs there too. Needs `bwrap` (docs/sandbox.md).")
+_SETUP = ("A shell command run in a target's worktree before it starts, e.g. `npm ci`: once "
+          "when the worktree is made, and again only when `setup_inputs` change (with "
+          "`worktrees = reuse`, per pooled worktree). Its output: the run's "
+          "`setup/TARGET.log`; its failure fails the target. What it makes must be ignored by "
+          "git (node_modules, .venv).")
+_SETUP_INPUTS = ("Files (globs, relative to the repository root) whose content decides when "
+                 "`setup` runs again in a reused worktree, e.g. `package-lock.json`.")
 _MERGE = ("What becomes of worktree and branch targets' work: `auto` (merged into the build's "
           "integration branch, your branch fast-forwarded when all is clean), `manual` (merged, "
           "landing is yours) or `none` (every branch kept for review).")
@@ -270,6 +278,15 @@ class Options(_Model):
                     "(after the manifest's and the environment's) and reach every target's "
                     "environment; values of names with KEY, TOKEN, SECRET or PASSWORD are masked "
                     "in logs. A missing file defines nothing.")
+    worktrees: WorktreeReuse | None = Field(
+        default=None, examples=["reuse"],
+        description="`fresh` (the default): each worktree target gets a new worktree, removed "
+                    "after; `reuse`: a pool of worktrees (at most one per job slot) kept under "
+                    ".agentfile/pool/ across builds, each reset to the target's base before it "
+                    "runs (files git ignores, such as node_modules, stay).")
+    setup: str | None = Field(default=None, examples=["npm ci"], description=_SETUP)
+    setup_inputs: Names | None = Field(default=None, examples=[["package-lock.json"]],
+                                       description=_SETUP_INPUTS)
 
     _empty_tables = field_validator("budget", "throttle")(_none_if_empty)
 
@@ -318,6 +335,10 @@ class Agent(_Model):
         default=0.0, examples=["2m"],
         description="How long the model may be rate limited before the next `fallback` model "
                     "takes over (default: at once).")
+    setup: str | None = Field(default=None, examples=["npm ci"],
+                              description=_SETUP + " Here, for this agent's targets.")
+    setup_inputs: Names | None = Field(default=None, examples=[["package-lock.json"]],
+                                       description=_SETUP_INPUTS)
 
 
 class Target(_Model):
@@ -402,6 +423,10 @@ class Target(_Model):
         default_factory=list, alias="copy", examples=[[".env"]],
         description="Untracked files copied from the checkout into its worktree (never committed),"
                     " such as a local `.env`.")
+    setup: str | None = Field(default=None, examples=["npm ci"],
+                              description=_SETUP + " Default: its agent's, else the options'.")
+    setup_inputs: Names | None = Field(default=None, examples=[["package-lock.json"]],
+                                       description=_SETUP_INPUTS)
 
     _empty_tables = field_validator("budget")(_none_if_empty)
 

@@ -83,6 +83,11 @@ class Layout:
         return self.state_dir / "agentfile.schema.json"
 
     @property
+    def pool_dir(self) -> Path:
+        """The pooled worktrees of `worktrees = reuse` (isolation/pool.py)."""
+        return self.state_dir / "pool"
+
+    @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 
@@ -145,6 +150,11 @@ class RunFiles:
     def raw(self, target: str) -> Path:
         """An agent's output stream as its CLI wrote it (the log has what a person reads)."""
         return raw_log(self.log(target))
+
+    def setup_log(self, target: str) -> Path:
+        """The output of `setup` run for the target (not in `logs/`: a target may be named
+        `x.setup`)."""
+        return self.dir / "setup" / f"{target_path(target)}.log"
 
     def prompt(self, target: str) -> Path:
         return self._prompts / f"{target_path(target)}.md"

@@ -6,8 +6,8 @@ the next build merges it from its branch, when the target's fingerprint is still
 was built for. A target that was running when the build died runs again, resuming its agent's
 session where the CLI keeps sessions by id (Claude Code, Codex, Gemini CLI). What the dead
 build could no longer do itself is done here: its worktrees' leftovers are committed on their
-branches (nothing is lost) and the worktrees removed, and what its agents spent is written to
-the per-user ledger once.
+branches (nothing is lost) and the worktrees removed (pooled ones go back to the pool), and
+what its agents spent is written to the per-user ledger once.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def recover(store: Store, layout: Layout, loaded: LoadedManifest, run_id: str, *
     git = _git_or_none(layout.root)
     if git is not None:
         _check_checkout(store, git, dead)
-        _put_away_worktrees(store, git, dead)
+        _put_away_worktrees(store, git, layout, dead)
     recovery = Recovery(work=store.recoverable_work(dead))
     for run in reversed(dead):  # the newest last: its word stays
         files = RunFiles(layout.run_dir(run))
@@ -114,9 +114,12 @@ def _check_checkout(store: Store, git: Git, dead: list[str]) -> None:
                     "and build again: the target's work stays on its branch")
 
 
-def _put_away_worktrees(store: Store, git: Git, dead: list[str]) -> None:
+def _put_away_worktrees(store: Store, git: Git, layout: Layout, dead: list[str]) -> None:
     """What the dead build's `finally` would have done: each worktree's leftovers committed
-    on its branch as work in progress, the worktree removed (its branch stays)."""
+    on its branch as work in progress, the worktree removed or given back to the pool (its
+    branch stays)."""
+    from agentfile.isolation.pool import put_back_dead
+
     for run in dead:
         resources = store.resources(run_id=run)
         branches = {r["target"]: r["name"] for r in resources if r["kind"] == "branch"}
@@ -129,7 +132,8 @@ def _put_away_worktrees(store: Store, git: Git, dead: list[str]) -> None:
                     git.commit_all(path, f"agentfile: work in progress of {target} (its "
                                          f"build {run} died)")
                     git.keep_head_on(path, branches[target])
-                git.remove_worktree(path)
+                if not put_back_dead(git, layout.pool_dir, path):
+                    git.remove_worktree(path)
             except Exception:  # git refused: the worktree stays, for `clean` to report
                 continue
             store.resource_removed("worktree", resource["name"])
