@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -260,7 +261,8 @@ def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
         build.send_signal(signal.SIGKILL)
         build.wait()
         for child in left:
-            child.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
     finally:
         go.touch()
     [(path, info)] = pooled(repo).items()
