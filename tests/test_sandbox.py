@@ -6,9 +6,12 @@ Skipped only where bwrap cannot make a sandbox at all (CI installs it: .ci/run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -152,10 +155,10 @@ agent command: command
 @needs_bwrap
 def test_stops_end_everything_inside_and_memory_is_measured(repo: Path,
                                                           agentfile_cli: Run) -> None:
-    marker = f"sandbox-daemon-{os.getpid()}-{time.time_ns()}"
+    marker = f"sleep 120.{os.getpid() % 1000}{time.monotonic_ns() % 10**6:06d}"
     (repo / "job.sh").write_text(
         'case "$AGENTFILE_TARGET" in\n'
-        f"slow) setsid sh -c 'exec -a {marker} sleep 120' & sleep 120;;\n"
+        f"slow) setsid {marker} & sleep 120;;\n"
         f"hog) exec {sys.executable} -c 'import time; x = bytearray(300 << 20); "
         "x[::4096] = bytes(len(x[::4096])); time.sleep(60)';;\n"
         "esac\n")
@@ -180,9 +183,68 @@ hog:
     got = finished(repo)
     assert got["slow"]["status"] == "timeout", result.out + result.err
     assert got["hog"]["status"] == "oom", result.out + result.err
-    left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(
-        p.info["cmdline"] or [])]
-    assert left == []  # the daemon that left the agent's group ended with the sandbox
+    assert _marked(marker) == []  # the daemon that left the agent's group ended with it
+
+
+@needs_bwrap
+@pytest.mark.parametrize("terminal", ["headless", "tmux"])
+def test_ctrl_c_ends_everything_inside(repo: Path, terminal: str) -> None:
+    # Sleeps of a length no other process on the machine uses: looked for afterwards.
+    marker = f"sleep 120.{os.getpid() % 1000}{time.monotonic_ns() % 10**6:06d}"
+    commit(repo, f"""options:
+    sandbox = true
+    isolation = none
+    terminal = {terminal}
+
+agent sh: command
+    command = "setsid {marker} & {marker}"
+
+wait:
+    agent = sh
+    prompt = "p"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    deadline = time.monotonic() + 30
+    while len(_marked(marker)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_marked(marker)) == 2, "the agent's two sleeps did not start"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out.decode()
+    assert _marked(marker) == []
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    """The sleeps of this marker (not the shells or bwraps whose command lines name it)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "sleep" and marker in " ".join(proc.info["cmdline"] or []) \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+@needs_bwrap
+def test_a_tmux_pane_runs_the_sandbox_too(repo: Path, agentfile_cli: Run, home: Path) -> None:
+    commit(repo, f"""options:
+    sandbox = true
+    terminal = tmux
+
+agent sh: command
+    command = "echo mine > own.txt; echo x > {home}/escaped.txt; true"
+
+w:
+    agent = sh
+    prompt = "go"
+""")
+    result = agentfile_cli("build", cwd=repo, env={"HOME": str(home)})
+    assert result.code == 0, result.out + result.err
+    assert (repo / "own.txt").read_text() == "mine\n"
+    assert list(home.iterdir()) == []
+    assert f"cannot create {home}/escaped.txt: Read-only file system" in log_of(repo, "w")
 
 
 def test_the_build_refuses_without_bwrap(repo: Path, agentfile_cli: Run,
@@ -232,7 +294,7 @@ def test_real_claude_code_works_inside_and_cannot_write_outside(
     assert (repo / "hello.txt").read_text() == "hello from claude\n"
     assert not outside.exists()
     assert "read-only file system" in sent.lower()  # what the Write tool told the model
-    assert (home / ".claude").is_dir()  # its own state, written inside
+    assert list((home / ".claude" / "projects").glob("*/*.jsonl"))  # its session, kept
     assert "(sandboxed)" in log_of(repo, "hello")
 
 
