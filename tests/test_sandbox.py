@@ -54,10 +54,12 @@ def home(tmp_path: Path) -> Path:
 
 
 @needs_bwrap
+@pytest.mark.parametrize("worktrees", ["fresh", "reuse"])
 def test_a_worktree_agent_writes_its_own_work_and_nothing_outside(
-        repo: Path, agentfile_cli: Run, home: Path) -> None:
+        repo: Path, agentfile_cli: Run, home: Path, worktrees: str) -> None:
     commit(repo, f'''options:
     sandbox = true
+    worktrees = {worktrees}
 
 agent sh: command
     command = "echo mine > own.txt; echo x > {home}/escaped.txt; echo y > {repo}/README.md; \
