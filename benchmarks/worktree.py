@@ -1,6 +1,8 @@
-"""What one worktree-isolated target costs agentfile, against the same git commands by hand.
+"""What one worktree-isolated target costs agentfile, against the same git commands by hand;
+with `--reuse`, what `worktrees = reuse` saves per target.
 
     python benchmarks/worktree.py [--files 20000] [--dirs 200] [--rounds 5] [--edit 0]
+    python benchmarks/worktree.py --reuse [--files 5000] [--targets 100] [--jobs 2] [--rounds 3]
 
 It generates a git repository of `--files` small files (a few hundred bytes each, spread over
 `--dirs` directories, committed once and packed), then alternates, for `--rounds` rounds (plus
@@ -16,6 +18,13 @@ It prints each round's times, the medians with agentfile's time broken down by s
 inside each step by git subprocess, as GitPython ran it), and the ratio agentfile / plain git.
 The project's goal is a ratio of at most 1.2. With `--edit K` the target changes K files
 between `prepare` and `finish` (not timed), so `finish` has something to commit and diff.
+
+`--reuse` (reuse.py) runs whole builds instead: `--targets` worktree targets (each writes one
+file, after a `setup` that marks node_modules) on a `--files` repository at `-j --jobs`, with
+`worktrees = reuse` against fresh worktrees and against plain-git scripts doing the same by
+hand, and prints the time per target of each, the ratios and how often setup ran per pooled
+worktree. The goal: reuse at most 0.3x the fresh time per target, setup at most once per
+pooled worktree.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ from typing import Any
 
 import git as gitpython
 
+if __package__ in (None, ""):  # started as `python benchmarks/worktree.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agentfile.git import Git
 from agentfile.isolation.worktree import Worktrees
 from agentfile.manifest.expand import ConcreteTarget
@@ -349,18 +360,30 @@ def round_line(index: int, r: Round, plain_first: bool) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--files", type=int)
     parser.add_argument("--dirs", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int)
     parser.add_argument("--warmup", type=int, default=1, help="rounds run first, not counted")
     parser.add_argument("--edit", type=int, default=0,
                         help="files the target changes between prepare and finish")
+    parser.add_argument("--reuse", action="store_true",
+                        help="whole builds: worktrees = reuse against fresh worktrees and "
+                             "plain git (defaults then: --files 5000 --rounds 3)")
+    parser.add_argument("--targets", type=int, default=100, help="--reuse: targets per build")
+    parser.add_argument("--jobs", type=int, default=2, help="--reuse: -j of every build")
     parser.add_argument("--dir", type=Path,
                         help="generate the repository in DIR/repo and keep it (e.g. on a"
                              " tmpfs, to take the disk out of the measurement)")
     args = parser.parse_args(argv)
     if args.dir and (args.dir / "repo").exists():
         parser.error(f"{args.dir / 'repo'} exists: give --dir a new or empty directory")
+    if args.reuse:
+        from benchmarks.reuse import compare
+
+        return compare(files=args.files or 5000, dirs=args.dirs, targets=args.targets,
+                       jobs=args.jobs, rounds=args.rounds or 3, where=args.dir)
+    args.files = args.files or 20000
+    args.rounds = args.rounds or 5
 
     temporary = None if args.dir else tempfile.TemporaryDirectory(prefix="agentfile-bench-")
     root = (args.dir or Path(temporary.name if temporary else ".")).resolve() / "repo"

@@ -155,6 +155,25 @@ def test_a_sandboxed_target_runs_under_bwrap_on_its_node(repo: Path, agentfile_c
         str(events_of(repo)[0]["run"]), "logs", "fenced.log").read_text()
 
 
+def test_setup_runs_in_the_node_s_worktree_before_its_target(repo: Path, agentfile_cli: Run,
+                                                              cluster: LocalCluster) -> None:
+    (repo / ".gitignore").write_text("deps/\n")
+    setup(repo, "ready:\n    agent = a\n    prompt = \"one\"\n"
+                "    setup = \"mkdir -p deps && echo x > deps/ready"
+                " && echo set up on $AGENTFILE_NODE_NAME\"\n"
+                "broken:\n    agent = a\n    prompt = \"two\"\n    setup = \"echo no; exit 4\"\n")
+    result = agentfile_cli("build", "-k", cwd=repo, env=cluster.environment, timeout=240)
+    assert result.code == 1, result.out + result.err
+    assert "deps" in (repo / "seen-by-ready.txt").read_text().split()  # made before it ran
+    assert "deps/ready" not in git(repo, "ls-files")  # ignored: never committed
+    logs = (repo / ".agentfile" / "runs").joinpath(str(events_of(repo)[0]["run"]), "logs")
+    assert "set up on node" in (logs / "ready.log").read_text()
+    said = "setup `echo no; exit 4` exited with 4; its output: the target's log"
+    assert said in result.out, result.out
+    assert not (repo / "seen-by-broken.txt").exists()  # it never ran
+    assert not worktrees_left(cluster)
+
+
 def test_logs_stream_and_ctrl_c_leaves_nothing_on_any_node(repo: Path, agentfile_cli: Run,
                                                            cluster: LocalCluster) -> None:
     mark = f"afmark-{os.getpid()}-ctrlc"

@@ -249,11 +249,13 @@ def test_clean_removes_the_pool_but_never_a_worktree_in_use(repo: Path, agentfil
 
 def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
         repo: Path, agentfile_cli: Run, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    commit(repo, {"Agentfile": REUSE + (
+    go, seen = tmp_path / "go", tmp_path / "seen"
+    (repo / ".env").write_text("SECRET=1\n")  # copied into the worktree; git ignores it
+    commit(repo, {".gitignore": ".env\n", "Agentfile": REUSE + "    jobs = 1\n" + (
         f"slow:\n    run = \"echo left > left.txt; while [ ! -e {go} ]; do sleep 0.05; done;"
-        " echo done > slow.txt\"\n    isolation = worktree\n")})
-    build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
+        " echo done > slow.txt\"\n    isolation = worktree\n    copy = [\".env\"]\n"
+        f"look:\n    run = \"ls -a > {seen}\"\n    isolation = worktree\n    priority = -1\n")})
+    build = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "slow"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: any((Path(p) / "left.txt").exists() for p in pooled(repo)))
@@ -266,9 +268,14 @@ def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
     finally:
         go.touch()
     [(path, info)] = pooled(repo).items()
-    assert info["user"]  # it was in use when its build died
+    assert info["user"] and (Path(path) / ".env").exists()  # in use when its build died
+    # The next build takes the worktree over: back in the pool, clean, the copy gone.
+    result = agentfile_cli("build", "look", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert list(pooled(repo)) == [path]
+    assert ".env" not in seen.read_text().split() and "left.txt" not in seen.read_text()
+    # What the dead build's target left was committed on its branch, not thrown away.
+    assert "work in progress of slow" in git(repo, "log", "--all", "--format=%s")
     result = agentfile_cli("build", cwd=repo)
     assert result.code == 0, result.out + result.err
     assert (repo / "slow.txt").exists() and list(pooled(repo)) == [path]
-    # What the dead build's target left was committed on its branch, not thrown away.
-    assert "work in progress of slow" in git(repo, "log", "--all", "--format=%s")

@@ -3,13 +3,14 @@
 A fresh worktree per target checks out the whole repository and has none of the files git
 ignores (node_modules, .venv), so every target pays for both. A pooled worktree is reset
 instead: put on the target's branch at its base, tracked files as that commit has them,
-untracked files that git does not ignore removed. Ignored files stay; what `setup` made
-(isolation/setup.py) is among them.
+untracked files that git does not ignore removed; only the files that differ are written.
+Ignored files stay; what `setup` made (isolation/setup.py) is among them.
 
 Everything lives under `.agentfile/pool/`: for each worktree `N/` (the worktree, detached at
-rest), `N.json` (what is known of it: its setup's fingerprint, how often setup ran there, who
-uses it), written before the worktree exists, and `N.lock`, flocked by the build that uses
-it. An flock dies with its holder, so a lock held is a worktree in use by a live build (and
+rest, so that the branch of its last target can be merged and deleted), `N.json` (what is
+known of it: its setup's fingerprint, how often setup ran there, who uses it, what `copy` put
+there), written before the worktree exists, and `N.lock`, flocked by the build that uses it.
+An flock dies with its holder, so a lock held is a worktree in use by a live build (and
 `clean` asks the same way); one whose `N.json` still names a user while its lock is free was
 in use by a build that died.
 
@@ -27,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -111,20 +112,22 @@ class Pool:
     # -- a build's use ------------------------------------------------------------------
 
     def take(self, branch: str, base: str, *, run_id: str, target: str,
-             record: Callable[[Path], None]) -> Lease:
+             record: Callable[[Path], None], copied: Sequence[str] = ()) -> Lease:
         """A pooled worktree on `branch` (made at `base` unless it exists), clean: a free one
-        reset, else a new one. `record` hears of its path before anything there changes."""
+        reset, else a new one. `record` hears of its path before anything there changes;
+        `copied` names the files the target's `copy` will put there, removed when it is given
+        back (or, after a build died, before the next target)."""
+        user = {"run": run_id, "target": target, "since": time.time()}
         while True:
             lease = self._claim()
             if lease is None:
                 break
-            if self._reset(lease, branch, base, run_id=run_id, target=target, record=record):
+            if self._reset(lease, branch, base, user=user, record=record, copied=copied):
                 return lease
         lease = self._new()
-        user = {"run": run_id, "target": target, "since": time.time()}
         try:
             record(lease.path)
-            lease.info["user"] = user
+            lease.info["user"], lease.info["copied"] = user, list(copied)
             _write(self.folder / f"{lease.id}.json", lease.info)
             self.git.add_worktree(lease.path, branch, base)
         except BaseException:
@@ -132,13 +135,12 @@ class Pool:
             raise
         return lease
 
-    def give_back(self, lease: Lease, *, copied: Iterable[str] = ()) -> None:
-        """Detach it (its branch is the scheduler's), reset it, let go of it; past the
-        build's job slots, or on any trouble, it goes instead."""
+    def give_back(self, lease: Lease) -> None:
+        """Detach it (its branch is the scheduler's), let go of it; past the build's job
+        slots, or on any trouble, it goes instead. What a target left uncommitted (a check on
+        merged work keeps nothing) goes at the next reset."""
         try:
-            for name in copied:  # never the next target's: copied for each one afresh
-                with contextlib.suppress(OSError):
-                    (lease.path / name).unlink()
+            self._uncopy(lease)
             self.git.detach_worktree(lease.path)
             keep = len(self.ids()) <= self.size
         except Exception:
@@ -146,7 +148,7 @@ class Pool:
         if not keep:
             self.drop(lease)
             return
-        lease.info["user"] = None
+        lease.info["user"], lease.info["copied"] = None, []
         lease.info["uses"] = int(lease.info.get("uses", 0)) + 1
         _write(self.folder / f"{lease.id}.json", lease.info)
         self._release(lease)
@@ -182,11 +184,12 @@ class Pool:
     def put_back(self, lease: Lease) -> None:
         """A worktree a dead build was using, its leftovers committed: back in the pool."""
         try:
+            self._uncopy(lease)
             self.git.detach_worktree(lease.path)
         except Exception:
             self.drop(lease)
             return
-        lease.info["user"] = None
+        lease.info["user"], lease.info["copied"] = None, []
         _write(self.folder / f"{lease.id}.json", lease.info)
         self._release(lease)
 
@@ -212,8 +215,8 @@ class Pool:
         self._leased.add(entry)
         return Lease(entry, self.folder / entry, info, handle)
 
-    def _reset(self, lease: Lease, branch: str, base: str, *, run_id: str, target: str,
-               record: Callable[[Path], None]) -> bool:
+    def _reset(self, lease: Lease, branch: str, base: str, *, user: dict[str, Any],
+               record: Callable[[Path], None], copied: Sequence[str]) -> bool:
         """Ready the claimed worktree for the target; False when it was dropped instead."""
         if lease.info.get("user") and self._holds_work(lease):
             # A dead build's target left work there that recovery could not commit: it is
@@ -221,14 +224,24 @@ class Pool:
             self.set_aside(lease)
             return False
         record(lease.path)
-        lease.info["user"] = {"run": run_id, "target": target, "since": time.time()}
         try:
+            self._uncopy(lease)  # a dead build's target's copies: git may ignore them
+            lease.info["user"], lease.info["copied"] = user, list(copied)
             _write(self.folder / f"{lease.id}.json", lease.info)
             self.git.reset_worktree(lease.path, branch, base)
         except Exception:
             self.drop(lease)
             return False
         return True
+
+    @staticmethod
+    def _uncopy(lease: Lease) -> None:
+        """The files `copy` put there for the last target: never the next one's (a copied
+        `.env` that git ignores would survive any reset)."""
+        for name in lease.info.get("copied") or []:
+            target = lease.path / name
+            if target.is_symlink() or target.is_file():
+                target.unlink()
 
     def _holds_work(self, lease: Lease) -> bool:
         try:

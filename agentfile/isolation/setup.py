@@ -57,9 +57,10 @@ def setup_of(loaded: LoadedManifest, target: ConcreteTarget) -> Setup | None:
     return Setup(command, tuple(inputs))
 
 
-def run_setup(setup: Setup, job: Job, workspace: Workspace, git: Git,
-              log: Path) -> tuple[str, str | None]:
-    """Run it in the workspace: ("succeeded", None), or the target's status and why."""
+def run_setup(setup: Setup, job: Job, workspace: Workspace, git: Git, log: Path, *,
+              shown: str | None = None) -> tuple[str, str | None]:
+    """Run it in the workspace, its output into `log` (`shown`: how to name that log to the
+    user, when it is not a path of theirs): ("succeeded", None), or the status and why."""
     deadline = None
     if job.budget is not None and job.budget.time is not None:  # the target's own limit
         deadline = time.monotonic() + job.budget.time
@@ -68,12 +69,12 @@ def run_setup(setup: Setup, job: Job, workspace: Workspace, git: Git,
                             deadline, job.tag, header)
     log.parent.mkdir(parents=True, exist_ok=True)
     outcome = process.run(launch, log=log, cancel=job.cancel, known=job.known)
-    said = f"setup `{setup.command}`"
+    said, where = f"setup `{setup.command}`", shown or str(log)
     if outcome.stopped is not None:
-        return outcome.stopped, f"{said} was stopped ({outcome.stopped}); its output: {log}"
+        return outcome.stopped, f"{said} was stopped ({outcome.stopped}); its output: {where}"
     if outcome.exit_code != 0:
         tail = "\n".join(outcome.tail[-10:])
-        return "failed", (f"{said} exited with {outcome.exit_code}; its output: {log}"
+        return "failed", (f"{said} exited with {outcome.exit_code}; its output: {where}"
                           + (f"\n{tail}" if tail else ""))
     from agentfile.git import caches
 

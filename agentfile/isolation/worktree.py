@@ -94,7 +94,8 @@ class Worktrees:
         if self.pool is not None:
             lease = self.pool.take(branch, base, run_id=self.run_id, target=target.name,
                                    record=lambda path: self.store.record_resource(
-                                       self.run_id, "worktree", str(path), target.name))
+                                       self.run_id, "worktree", str(path), target.name),
+                                   copied=target.definition.copy_files)
             path = lease.path
             self.leases[path] = lease
         else:
@@ -106,7 +107,7 @@ class Worktrees:
                 copy_into(self.git.root, path, name)
         except BaseException:
             # Nothing ran in it: it goes, and its branch (new, it holds nothing) with it.
-            self._put_away(path, target)
+            self._put_away(path)
             if self.git.rev(branch) == base:
                 self.drop_branch(branch)
             raise
@@ -125,11 +126,11 @@ class Worktrees:
     def setup_log(self, target: ConcreteTarget) -> Path:
         return RunFiles(self.layout.run_dir(self.run_id)).setup_log(target.name)
 
-    def _put_away(self, path: Path, target: ConcreteTarget) -> None:
+    def _put_away(self, path: Path) -> None:
         """The worktree removed, or given back to the pool."""
         lease = self.leases.pop(path, None)
         if lease is not None and self.pool is not None:
-            self.pool.give_back(lease, copied=target.definition.copy_files)
+            self.pool.give_back(lease)
         else:
             self.git.remove_worktree(path)
         self.store.resource_removed("worktree", str(path))
@@ -169,12 +170,14 @@ class Worktrees:
         if self.keep:
             self._set_aside(workspace.path)
         else:
-            self._put_away(workspace.path, target)
+            self._put_away(workspace.path)
         return work
 
     def drop_branch(self, branch: str) -> None:
-        """A branch whose work is merged (or that holds none) is deleted."""
-        self.git.delete_branch(branch)
+        """A branch whose work is merged (or that holds none) is deleted. A Ray node's target
+        that changed nothing sent no commits: its branch was never made here."""
+        if self.git.branch_exists(branch):
+            self.git.delete_branch(branch)
         self.store.resource_removed("branch", branch)
 
 

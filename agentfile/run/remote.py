@@ -35,6 +35,7 @@ import psutil
 from agentfile.agents.base import Usage
 from agentfile.isolation.base import Workspace
 from agentfile.isolation.sandbox import Sandbox
+from agentfile.isolation.setup import Setup, run_setup
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.model import Agent, Budget
 from agentfile.records.layout import flat_path
@@ -81,6 +82,7 @@ class Spec:
     keep: bool  # commit what it leaves (not for a check on merged work)
     tag: str
     sandbox: bool = False  # `sandbox = true`: under bubblewrap on the node too
+    setup: Setup | None = None  # run in the node's fresh worktree first (its output: the log)
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,9 @@ def _run_in(spec: Spec, paths: _Paths, stopped: Callable[[], bool]) -> Iterator[
     monitor = Monitor(Limits())  # measures the tree: memory budgets, peak memory, CPU
     monitor.start()
     job.known = monitor.track(spec.target.name, job.progress, 0).known
-    results: list[TargetResult] = []
-    worker = threading.Thread(target=lambda: results.append(_attempts(job, workspace)),
+    results: list[tuple[TargetResult, bool]] = []
+    worker = threading.Thread(target=lambda: results.append(_attempts(job, workspace,
+                                                                      spec.setup)),
                               name="agentfile-remote-target")
     worker.start()
     sent, last = 0, None
@@ -237,8 +240,8 @@ def _run_in(spec: Spec, paths: _Paths, stopped: Callable[[], bool]) -> Iterator[
         job.cancel.set()  # closed early (the coordinator is gone): the tree stops
         worker.join()
         monitor.close()
-    result = results[0]
-    yield Finished(_finish(spec, paths, job, workspace, result))
+    result, ran = results[0]
+    yield Finished(_finish(spec, paths, job, workspace, result, keep=spec.keep and ran))
 
 
 def _job(spec: Spec, paths: _Paths) -> Job:
@@ -259,11 +262,22 @@ def _job(spec: Spec, paths: _Paths) -> Job:
                sandbox=Sandbox(paths.cache) if spec.sandbox else None)
 
 
-def _attempts(job: Job, workspace: Workspace) -> TargetResult:
+def _attempts(job: Job, workspace: Workspace,
+              setup: Setup | None) -> tuple[TargetResult, bool]:
+    """The target's result, and whether it ran (a failed setup: it did not, and nothing in
+    its worktree is its work)."""
     try:
-        return run_target(job, workspace)
+        if setup is not None:
+            from agentfile.git import Git
+
+            status, why = run_setup(setup, job, workspace, Git(workspace.path), job.log,
+                                    shown="the target's log")
+            if why is not None:
+                return TargetResult(job.target.name, status, detail=why), False
+        return run_target(job, workspace), True
     except Exception as err:  # a failure of agentfile's own: this target's, not the build's
-        return TargetResult(job.target.name, "failed", detail=f"agentfile could not run it: {err}")
+        return TargetResult(job.target.name, "failed",
+                            detail=f"agentfile could not run it: {err}"), True
 
 
 def _read_from(path: Path, offset: int) -> tuple[bytes, int]:
@@ -295,14 +309,14 @@ def apply_progress(progress: Progress, fields: Mapping[str, object]) -> None:
 
 
 def _finish(spec: Spec, paths: _Paths, job: Job, workspace: Workspace,
-            result: TargetResult) -> Returned:
+            result: TargetResult, *, keep: bool) -> Returned:
     """Commit what it left, bundle its commits, remove the worktree and the branch."""
     from agentfile.isolation.worktree import commit_left
 
     with cache_lock(paths.cache) as git:
         try:
             tip = commit_left(git, workspace, spec.target, result.status, spec.run_id,
-                              keep=spec.keep, agent=spec.agent_label)
+                              keep=keep, agent=spec.agent_label)
             bundle: bytes | None = None
             if tip != spec.base:
                 with tempfile.TemporaryDirectory() as scratch:

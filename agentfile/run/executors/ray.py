@@ -32,6 +32,7 @@ import ray
 from ray import exceptions as errors
 
 from agentfile.errors import UsageError
+from agentfile.isolation.setup import setup_of
 from agentfile.isolation.worktree import Worktrees, WorktreeWork
 from agentfile.manifest.load import LoadedManifest
 from agentfile.manifest.model import FileRef
@@ -259,7 +260,7 @@ class RayExecutor:
             files=files, copied=copied, branch=worktrees.branch_of(target), base=base,
             bundles=bundles, money_left=job.budget_usd_left(),
             keep=not self.loaded.checks_merged_work(target), tag=job.tag,
-            sandbox=job.sandbox is not None)
+            sandbox=job.sandbox is not None, setup=setup_of(self.loaded, target))
 
     def _bundles(self) -> tuple[str, list[tuple[remote.Bundle, Any]]]:
         """The integration commit a target starts from, and the bundles in the object store
