@@ -353,6 +353,21 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
     return args
 
 
+def _damaged_state(err: Exception) -> AgentfileError | None:
+    """A value agentfile could not use (a number that is text, JSON that is not) read from a
+    state database with a damaged row: that row, and what to do, instead of an internal
+    error. Looked for only once something failed so."""
+    if not isinstance(err, (ValueError, TypeError, KeyError, AttributeError)):
+        return None
+    from agentfile.records import state
+
+    for path in sorted(state.OPENED):
+        where = state.damaged_rows(path)
+        if where is not None:
+            return state.damaged_row_error(path, where)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -381,6 +396,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"agentfile: no space left on the disk ({err}); free some and build again",
                   file=sys.stderr)
             return EXIT_FAILED
+        damaged = _damaged_state(err)
+        if damaged is not None:
+            print(damaged.render(), file=sys.stderr)
+            return damaged.exit_code
         if type(err).__module__ == "sqlite3":
             # The state database, shared with other agentfiles and open to anyone: locked by
             # another process, or changed behind agentfile's back.

@@ -201,6 +201,33 @@ def test_ctrl_c_during_git_worktree_add_is_an_interruption(repo: Path,
     assert branches(repo) == ["main"] and not worktrees(repo)
 
 
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_ctrl_c_while_a_tmux_command_runs_is_an_interruption(repo: Path,
+                                                             tmp_path: Path) -> None:
+    """Item 3's sibling: the terminal's SIGINT reaches agentfile's process group while its
+    tmux client makes a target's window. The client is not in that group: it finishes, the
+    build stops in order, the target is `interrupted` (not failed), no session is left."""
+    write(repo, "options:\n    terminal = tmux\n"
+                "work:\n    isolation = worktree\n    run = \"echo done > out.txt\"\n")
+    mark = tmp_path / "in-tmux-new-window"
+    real = shutil.which("tmux")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "tmux").write_text(
+        f"#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = new-window ]; then\n"
+        f"    touch {mark}; sleep 1.5; break\n  fi\ndone\nexec {real} \"$@\"\n")
+    (folder / "tmux").chmod(0o755)
+    env = {**os.environ, "NO_COLOR": "1", "PATH": f"{folder}:{os.environ['PATH']}"}
+    build = start_build(repo, env=env)
+    wait_for(mark)
+    os.killpg(build.pid, signal.SIGINT)
+    out, _ = build.communicate(timeout=60)
+    assert build.returncode == 130, out
+    assert "Traceback" not in out and "internal error" not in out, out
+    assert outcomes(repo)["work"][0] == "interrupted", (outcomes(repo), out)
+    assert not repo_sessions(repo) and not worktrees(repo)
+
+
 def cli(repo: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*AGENTFILE, *args], cwd=repo, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
@@ -487,6 +514,11 @@ def test_a_full_disk_fails_the_target_and_stops_the_rest_keeping_their_work(
         assert committed or (kept and (kept[0] / made).exists()), (name, out)
         if kept:
             assert "kept in its worktree" in out
+    # The run's end is recorded, and the summary lists both targets, full disk or not (the
+    # state's reserve of room is given up for these last records).
+    assert run_status(repo) == "failed", out
+    table = out[out.index("target  status"):]
+    assert "\nfill " in table and "\nother " in table, out
     cleaned = cli(repo, "clean")
     assert cleaned.returncode == 0, cleaned.stderr
     assert "internal error" not in cleaned.stderr
@@ -513,3 +545,130 @@ def test_branch_isolation_when_the_user_switches_back_mid_target(repo: Path) -> 
     assert git(repo, "branch", "--show-current").strip() == "main"
     assert (repo / "README.md").read_text() == "the user's edit\n"
     assert (repo / "agent.txt").read_text() == "agent\n"
+
+
+def _sleeping(length: str) -> list[int]:
+    """Processes running `sleep LENGTH` (a length no other test uses)."""
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [])[:2] == ["sleep", length]]
+
+
+# Daemonised, its environment cleared, then the target waits until it runs.
+DAEMON = ("(setsid env -i sh -c 'exec sleep {length}' &) ; "
+          "until ps -eo args | grep -q '^sleep {length}'; do sleep 0.05; done")
+
+
+@pytest.mark.parametrize("where", ["tmux", "agent", "memory-budget"])
+def test_a_daemon_ends_with_its_target(repo: Path, where: str) -> None:
+    """Item 5: a process a target starts that daemonises and clears its environment (no
+    tag left to find it by) ends with its target, not after it: the next target sees it
+    gone. Under tmux it would outlive the build; locally it would live until the build's
+    end. (A plain local command without a memory budget runs without a subreaper of its own:
+    its daemons end with the build, docs/isolation.md.)"""
+    if where == "tmux" and shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    length = f"12.{os.getpid()}{time.monotonic_ns() % 10**6:06d}"
+    command = DAEMON.format(length=length)
+    daemon = {"tmux": f'd:\n    terminal = tmux\n    run = "{command}"\n',
+              "agent": f'agent bg: command\n    command = "{command}"\n'
+                       'd:\n    agent = bg\n    prompt = "start a server"\n',
+              "memory-budget": f'd:\n    budget = 1GiB\n    run = "{command}"\n'}[where]
+    write(repo, "options:\n    isolation = none\n" + daemon
+          + f"after: d\n    run = \"! ps -eo args | grep -q '^sleep {length}'\"\n")
+    done = cli(repo, "build", "-j1", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {t: s for t, (s, _) in outcomes(repo).items()} == {"d": "succeeded",
+                                                              "after": "succeeded"}
+    assert not _sleeping(length)
+
+
+@pytest.mark.parametrize("where", ["local", "tmux"])
+def test_a_daemonised_child_counts_against_its_target_s_memory(repo: Path, tmp_path: Path,
+                                                                 where: str) -> None:
+    """Item 5: a child daemonised with `( … &)` holding 600 MiB is counted against its
+    target's `budget = 200MiB`: the target is stopped `oom`, and the child with it."""
+    if where == "tmux" and shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    ready = tmp_path / "ready"
+    hog = tmp_path / "hog.py"
+    hog.write_text("import pathlib, sys, time\nheld = bytearray(600 << 20)\n"
+                   "for i in range(0, len(held), 4096):\n    held[i] = 1\n"
+                   "pathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+    terminal = "    terminal = tmux\n" if where == "tmux" else ""
+    write(repo, f"hog:\n    isolation = none\n    budget = 200MiB\n{terminal}"
+                f"    run = \"({sys.executable} {hog} {ready} &) ; "
+                f"until [ -e {ready} ]; do sleep 0.05; done; sleep 10\"\n")
+    done = cli(repo, "build", timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert outcomes(repo)["hog"][0] == "oom", done.stdout
+    import psutil
+
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(hog) in (p.info["cmdline"] or [])]
+
+
+def test_branch_isolation_refuses_an_edit_made_while_no_process_of_the_target_ran(
+        repo: Path) -> None:
+    """Item 9: the user edits a tracked file half a second after the target's processes
+    ended, before agentfile commits (patched in at that moment). Not the target's doing: the
+    target fails saying so, nothing is committed, the edit and the target's work are left in
+    the checkout as they are."""
+    write(repo, "t:\n    isolation = branch\n    run = \"echo agent > agent.txt\"\n")
+    before = git(repo, "rev-parse", "main").strip()
+    edit = ("import time\nfrom pathlib import Path\nfrom agentfile.isolation import branch\n"
+            "real = branch.finish\n"
+            "def finish(*args, **kwargs):\n"
+            "    time.sleep(0.5)\n"
+            "    Path('README.md').write_text(\"the user's edit\\n\")\n"
+            "    return real(*args, **kwargs)\n"
+            "branch.finish = finish\n")
+    done = patched_agentfile(repo, edit, "build")
+    assert done.returncode == 1, done.stdout + done.stderr
+    status, detail = outcomes(repo)["t"]
+    assert status == "failed" and detail is not None
+    assert detail.startswith("README.md changed in your checkout while none of its processes "
+                             "ran"), detail
+    assert git(repo, "rev-parse", "main").strip() == before
+    target_branches = [b for b in branches(repo) if b.startswith("agentfile/targets/")]
+    assert all(git(repo, "rev-parse", b).strip() == before for b in target_branches)
+    assert (repo / "README.md").read_text() == "the user's edit\n"
+    assert (repo / "agent.txt").read_text() == "agent\n"
+
+
+def test_branch_isolation_commits_the_target_s_own_late_writes(repo: Path) -> None:
+    """The rule's other side: files the target wrote until the very end of each of its
+    attempts are its work, committed and landed as before."""
+    write(repo, "t:\n    isolation = branch\n    retries = 1\n"
+                "    run = \"echo agent >> agent.txt; test -e again || (touch again; exit 1)\"\n")
+    done = cli(repo, "build")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert holds(repo, "main", "agent.txt", "agent\nagent") and holds(repo, "main", "again", "")
+
+
+@pytest.mark.parametrize(("table", "column", "value"), [
+    ("runs", "counts", "{{not json"), ("outcomes", "duration_s", "slow"),
+    ("runs", "started", "yesterday")])
+def test_a_damaged_row_of_the_state_says_which_and_what_to_do(repo: Path, table: str,
+                                                              column: str, value: str) -> None:
+    """Item 4 (of what was left): a row whose value agentfile cannot read (text in a number
+    column, no JSON in a JSON one) is named, with the file and how to move it aside; never an
+    internal error."""
+    write(repo, "t:\n    run = \"true\"\n")
+    assert cli(repo, "build").returncode == 0
+    db = sqlite3.connect(repo / ".agentfile" / "state.sqlite")
+    db.execute(f"UPDATE {table} SET {column} = ?", (value,))
+    db.commit()
+    db.close()
+    state = repo / ".agentfile" / "state.sqlite"
+    refused = []
+    for command in (["build", "-B"], ["runs"], ["status"], ["report"]):
+        done = cli(repo, *command)
+        assert "internal error" not in done.stderr, (command, done.stderr)
+        if done.returncode != 0:
+            assert done.returncode == 2, (command, done.stderr)
+            assert f"{state} has a damaged row: table {table}, column {column}" in done.stderr
+            assert f"mv {state} {state}.damaged" in done.stderr
+            refused.append(command[0])
+    assert refused  # (the others had no need of that row)

@@ -119,6 +119,7 @@ def build(*, file: str | None, options: BuildOptions) -> int:
     # tmux session) until the last of it is removed: a Ctrl-C at any moment stops it in order.
     with _signals() as stop, build_lock(layout.lock_file, run_id):
         store = Store(layout.database)
+        store.keep_room()  # for the run's last records, should the disk fill up
         configure_secrets(_environment_of(loaded, options.variables))  # before any record
         # Recorded before anything is created, so that whatever it creates has its run.
         died = store.close_dead_runs(besides=run_id)  # this build holds the lock: no other
@@ -446,6 +447,7 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop:
             process.reap_orphans(set())
             live.close()
         code = _exit_code(outcome)
+        store.use_room()  # a full disk: the outcomes waiting in memory, written first
         summary = _summary(run_id, outcome, store, code)
         events.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
         if as_json:
@@ -453,12 +455,14 @@ def _run(request: BuildRequest, layout: Layout, store: Store, run_id: str, stop:
             last.emit(make_event("build_finished", run_id, **_finished_fields(summary)))
             last.flush()
         events.close()
-        with contextlib.suppress(OSError):  # a full disk: the state has it, when it can
-            files.summary.write_text(_summary_json(summary), encoding="utf-8")
         store.finish_run(run_id, status=summary["status"], exit_code=code,
                          cost_usd=summary["cost_usd"], tokens=summary["tokens"],
                          duration_s=summary["duration_s"],
                          sequential_s=summary["sequential_s"], counts=summary["counts"])
+        store.use_room()
+        # After the state's record: on a full disk, the state is what must have the room.
+        with contextlib.suppress(OSError):
+            files.summary.write_text(_summary_json(summary), encoding="utf-8")
         try:
             landing = _land(request, outcome, squash=squash) if request.worktrees else None
         except Exception as err:  # git could not (a full disk): nothing moved, nothing lost

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -16,3 +16,6 @@ class Workspace:
     detail: str | None = None  # e.g. the branch holding the work
     base: str | None = None  # the commit the work started from
     foreign: tuple[str, ...] = ()  # files there before the target; never committed by it
+    # When the target's processes ran (time.time() before each started, after it was gone):
+    # a file changed outside these was changed by someone else (isolation.branch).
+    busy: list[tuple[float, float]] = field(default_factory=list)

@@ -3,9 +3,19 @@
 Such a target has the checkout to itself (the scheduler runs nothing else there meanwhile);
 it starts from the build's integration branch, what it leaves is committed on its branch,
 and the user's branch and files are checked out again afterwards, whatever happened.
+
+What the user does in the checkout meanwhile is found where it can be: their untracked files
+are never committed; a switch back to their branch, or a file changed while none of the
+target's processes ran (before its first started, between two, after its last ended), stops
+the target with nothing committed. An edit made while a process of the target runs cannot be
+told from the target's own (docs/isolation.md).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
 
 from agentfile.errors import AgentfileError
 from agentfile.isolation.base import Workspace
@@ -17,6 +27,11 @@ from agentfile.isolation.worktree import (
     commit_message,
 )
 from agentfile.manifest.expand import ConcreteTarget
+
+# A file's modification time is taken from a coarse clock (a kernel tick, up to 10 ms,
+# behind the time Python reads): a target's write at its very start can carry a time before
+# it began. Changes this close to a target's processes are counted as theirs.
+MTIME_SLACK_SECONDS = 0.1
 
 
 class DirtyCheckout(AgentfileError):
@@ -56,9 +71,17 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
         raise WorkKept(f"your checkout was switched back to {mine} while it ran: nothing was "
                        "committed, what it left is in your checkout as it is; its branch "
                        f"{workspace.detail} holds nothing of it")
+    left_out = [*target.definition.copy_files, *workspace.foreign]
+    outside = changed_while_idle(git.root, git.dirty_files(untracked=True), left_out,
+                                 workspace.busy)
+    if outside:
+        shown = ", ".join(outside[:5]) + (" …" if len(outside) > 5 else "")
+        raise WorkKept(f"{shown} changed in your checkout while none of its processes ran "
+                       "(your edit?): nothing was committed, your change and its work are in "
+                       f"your checkout as they are, on branch {workspace.detail}: commit what "
+                       f"is its work there, then switch back to {mine or worktrees.start_commit}")
     try:
-        git.commit_all(git.root, message,
-                       exclude=[*target.definition.copy_files, *workspace.foreign])
+        git.commit_all(git.root, message, exclude=left_out)
     except AgentfileError as err:  # CommitFailed: a forced checkout would throw it away
         raise WorkKept(f"its work is not committed: {err}; it is kept in your checkout, "
                        f"on branch {workspace.detail}: commit it there, then switch back to "
@@ -73,3 +96,23 @@ def finish(worktrees: Worktrees, workspace: Workspace, target: ConcreteTarget,
     finally:
         git.restore_checkout(worktrees.start_branch or worktrees.start_commit)
     return work
+
+
+def changed_while_idle(root: Path, changed: Sequence[str], left_out: Sequence[str],
+                       busy: Sequence[tuple[float, float]]) -> list[str]:
+    """The `changed` files (but `left_out`) last modified while none of the target's
+    processes ran (`busy`: when each did, give or take MTIME_SLACK_SECONDS): not the
+    target's doing. A deleted file has no modification time, and is not looked at."""
+    skip = set(left_out)
+    found = []
+    for name in changed:
+        if name in skip or not busy:
+            continue
+        try:
+            modified = os.lstat(root / name).st_mtime_ns / 1e9
+        except OSError:
+            continue
+        if not any(began - MTIME_SLACK_SECONDS <= modified <= ended + MTIME_SLACK_SECONDS
+                   for began, ended in busy):
+            found.append(name)
+    return found

@@ -14,6 +14,7 @@ import re
 import select
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import libtmux
 import psutil
@@ -57,6 +58,44 @@ def session_name(repo_root: Path, run_id: str) -> str:
 def owner(repo_root: Path, run_id: str) -> str:
     """What a build's session is marked with: `agentfile clean` kills only a session so marked."""
     return f"{repo_root} {run_id}"
+
+
+class _OwnSessionCommand(tmux_cmd):
+    """A tmux command as libtmux runs one (its result read the same way), but in a session
+    of its own: a Ctrl-C at the terminal, or a signal to agentfile's process group, reaches
+    agentfile, which stops the build in order, never a tmux client half way (a window made
+    but not reported, a session killed but not checked)."""
+
+    def __init__(self, *args: Any, tmux_bin: str | None = None) -> None:
+        resolved = tmux_bin or shutil.which("tmux")
+        if not resolved:
+            raise TmuxError("tmux is not installed (not found on PATH)")
+        self.cmd = [resolved, *(str(a) for a in args)]
+        done = subprocess.run(self.cmd, capture_output=True, text=True, encoding="utf-8",
+                              errors="backslashreplace", start_new_session=True, check=False)
+        self.returncode = done.returncode
+        self.stdout = done.stdout.split("\n")
+        while self.stdout and self.stdout[-1] == "":
+            self.stdout.pop()
+        self.stderr = [line for line in done.stderr.split("\n") if line]
+        if "has-session" in self.cmd and self.stderr and not self.stdout:
+            self.stdout = [self.stderr[0]]  # as libtmux has it
+
+
+class _Server(libtmux.Server):
+    """The user's tmux server, its commands run by _OwnSessionCommand."""
+
+    def cmd(self, cmd: str, *args: Any, target: str | int | None = None) -> tmux_cmd:
+        server_args: list[str] = [cmd]
+        if self.socket_name:
+            server_args.insert(0, f"-L{self.socket_name}")
+        if self.socket_path:
+            server_args.insert(0, f"-S{self.socket_path}")
+        if self.config_file:
+            server_args.insert(0, f"-f{self.config_file}")
+        command_args = ["-t", str(target), *args] if target is not None else [*args]
+        return _OwnSessionCommand(*server_args, *command_args,
+                                  tmux_bin=getattr(self, "tmux_bin", None))
 
 
 def _check(result: tmux_cmd, what: str) -> list[str]:
@@ -97,7 +136,7 @@ class TmuxSession:
         if not name or "." in name or ":" in name:
             raise ValueError(f"not a tmux session name: {name!r}")
         self.name = name
-        self.server = server if server is not None else libtmux.Server()
+        self.server = server if server is not None else _Server()
 
     @property
     def target(self) -> str:
@@ -240,8 +279,8 @@ def _launcher(launch: process.Launch, cwd: Path, *, gate: Path, out: Path) -> st
     """The pane's script. It sends all output to the `out` fifo (agentfile reads it into the
     log and copies it to the pane), waits at the gate until the window is set up, enters
     `cwd`, sets exactly the target's environment (the pane starts under `env -i`), and execs
-    the command: the pane's process is the command's own, and tmux reports its exact exit
-    status or signal."""
+    the command under a subreaper (process.reaped), which ends as the command did: tmux
+    reports its exact exit status or signal."""
     env = {**launch.env, process.TAG_VARIABLE: launch.tag} if launch.tag else dict(launch.env)
     q = shlex.quote
     lines = [
@@ -266,6 +305,9 @@ def _launcher(launch: process.Launch, cwd: Path, *, gate: Path, out: Path) -> st
         argv = ["/bin/sh", "-c", launch.command]
     else:
         argv = list(launch.command)
+    # Under a subreaper: the pane's processes are the tmux server's, and what one of them
+    # daemonises would go to init, beyond agentfile's reach (and its own subreaper).
+    argv = process.reaped(argv, env)
     prefix = f"{q(_env_binary())} {' '.join(odd)} " if odd else ""
     lines.append(f"exec {prefix}{shlex.join(argv)}")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import itertools
 import json
+import os
 import re
 import shlex
 import sqlite3
@@ -153,11 +154,18 @@ class FinishedWork:
         return sum(float(a.get("cost_usd") or 0) for a in self.attempts)
 
 
+ROOM_BYTES = 256 << 10  # enough for a build's last records: a few dozen pages of the log
+# The state databases this process opened: where to look for a damaged row when reading one
+# failed (damaged_rows).
+OPENED: set[Path] = set()
+
+
 class Store:
     """A connection to one repository's state database."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
+        OPENED.add(path)
         with damaged_is_an_error(path, "every target runs again, and `agentfile clean` no "
                                        "longer knows the worktrees and branches builds made "
                                        "(`git worktree list` shows them)"):
@@ -197,6 +205,42 @@ class Store:
         # Set when the disk is full: writes then wait in `pending`, written once there is
         # room again (or lost with the process); the build stops, nothing is raised.
         self.full: str | None = None
+
+    @property
+    def room(self) -> Path:
+        """A file of ROOM_BYTES set aside beside the database (keep_room)."""
+        return self.path.with_name(self.path.name + ".room")
+
+    def keep_room(self) -> None:
+        """Set ROOM_BYTES of the disk aside for a build's last records: should the disk fill
+        up, `use_room` gives them up so that the run's end and its targets' outcomes are
+        written all the same. Kept from one build to the next; nothing if there is no room."""
+        room = self.room
+        with contextlib.suppress(OSError):
+            if room.stat().st_size == ROOM_BYTES:
+                return
+        try:
+            # Written, not truncated to size: a sparse file would hold no room at all.
+            descriptor = os.open(room, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                 0o644)
+            try:
+                block = bytes(65536)
+                for _ in range(ROOM_BYTES // len(block)):
+                    os.write(descriptor, block)
+            finally:
+                os.close(descriptor)
+        except OSError:
+            with contextlib.suppress(OSError):
+                room.unlink()
+
+    def use_room(self) -> None:
+        """When the disk is full and records wait: give up the room set aside, and write
+        them (the run's end, its outcomes), now."""
+        if self.full is None:
+            return
+        with contextlib.suppress(OSError):
+            self.room.unlink()
+        self.commit()
 
     def close(self) -> None:
         self.commit()  # what deferred writes gathered, should nothing have written it yet
@@ -489,6 +533,62 @@ def damaged_is_an_error(path: Path, consequence: str) -> Iterator[None]:
         aside = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.damaged')}"
         raise UsageError(f"{path} {what} ({err}); move it aside, e.g. `{aside}`, and "
                          f"agentfile starts a new one: {consequence}") from None
+
+
+# Columns holding JSON (each a list or an object): a row whose value does not decode is damaged.
+_JSON_COLUMNS = {"runs": ("argv", "requested", "variables", "counts"),
+                 "finished_work": ("attempts",)}
+
+
+def damaged_rows(path: Path) -> str | None:
+    """The first row of the state database at `path` that agentfile cannot read — a number
+    column holding text, a JSON column holding no JSON (a hand edit, another program, a bad
+    disk) — said as `table runs, column counts (id 2026…)`; None if every row reads."""
+    try:
+        db = sqlite3.connect(_readonly_uri(path), uri=True, timeout=2)
+    except sqlite3.Error:
+        return None
+    try:
+        present = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table in sorted(present & _COLUMNS.keys()):
+            declared = {row[1]: str(row[2]).upper() for row in
+                        db.execute(f"PRAGMA table_info({table})")}
+            key = "id" if table == "runs" else "rowid"
+            for column, kind in declared.items():
+                if kind not in ("REAL", "INTEGER"):
+                    continue
+                found = db.execute(
+                    f"SELECT {key}, {column} FROM {table} WHERE typeof({column}) NOT IN "
+                    "('integer', 'real', 'null') LIMIT 1").fetchone()
+                if found is not None:
+                    return (f"table {table}, column {column} holds {str(found[1])[:40]!r}, "
+                            f"not a number ({key} {found[0]})")
+            for column in _JSON_COLUMNS.get(table, ()):
+                if column not in declared:
+                    continue
+                for row_key, value in db.execute(
+                        f"SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL"):
+                    try:
+                        decoded = json.loads(value)
+                    except (TypeError, ValueError):
+                        decoded = None
+                    if not isinstance(decoded, (list, dict)):
+                        return (f"table {table}, column {column} holds "
+                                f"{str(value)[:40]!r}, not JSON ({key} {row_key})")
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return None
+
+
+def damaged_row_error(path: Path, where: str) -> UsageError:
+    aside = f"mv {shlex.quote(str(path))} {shlex.quote(f'{path}.damaged')}"
+    return UsageError(f"{path} has a damaged row: {where}. Move the file aside, e.g. "
+                      f"`{aside}`, and agentfile starts a new one (every target runs again, "
+                      "and `agentfile clean` no longer knows the worktrees and branches "
+                      "builds made: `git worktree list` shows them)")
 
 
 def _is_full(err: sqlite3.Error) -> bool:

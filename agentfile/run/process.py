@@ -3,7 +3,10 @@
 Each target runs in its own session (process group). Stopping sends TERM to the group, waits a
 grace period, then KILLs every process of the tree psutil can find, including children that left
 the group. agentfile also makes itself a child subreaper (Linux), so a daemonised grandchild is
-re-parented to agentfile rather than to init, and is still found and stopped at the end.
+re-parented to agentfile rather than to init, and is still found and stopped at the end. A
+launch that is `contained` runs under a subreaper of its own (reaper.py): a daemonised process
+then stays in its target's tree, counted and stopped with it, whatever it did to its
+environment.
 """
 
 from __future__ import annotations
@@ -209,6 +212,31 @@ class Launch:
     # and the file the stream goes to whole, for tools.
     render: Callable[[str], list[str]] | None = None
     raw_log: Path | None = None
+    # Under a subreaper of its own (reaper.py): what it starts, however it daemonises, stays
+    # in its tree and ends with it. It costs a small Python process: for agents and targets
+    # with a memory budget, not for every short command.
+    contained: bool = False
+
+
+REAPER = Path(__file__).with_name("reaper.py")
+
+
+def reaped(argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """`argv` run under a subreaper of its own (reaper.py), by this Python, isolated from
+    the target's PYTHON* variables and site packages; `env` is the command's environment,
+    which the reaper passes on as it is."""
+    unset = [] if "LC_CTYPE" in env else ["--unset", "LC_CTYPE"]
+    return [sys.executable, "-I", "-S", os.fspath(REAPER), *unset, "--", *argv]
+
+
+def is_reaper(pid: int) -> bool:
+    """Whether `pid` is a reaper.py process (its own memory is not its target's)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(REAPER) in words[:5]
 
 
 TAIL_LINES = 40
@@ -442,6 +470,9 @@ class Started:
                                render=launch.render, raw=self.raw)
             env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
             command = launch.command
+            if launch.contained:
+                command = reaped(command if isinstance(command, list) else
+                                 ["/bin/sh", "-c", command], env)
             argv = command if isinstance(command, list) else direct_argv(command)
             self.leader, self.fd = spawn(argv, command, launch.cwd, env, launch.stdin)
         except BaseException:

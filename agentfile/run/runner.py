@@ -292,8 +292,17 @@ def drive(steps: Steps[T], run: Callable[[process.Call], process.Outcome]) -> T:
 
 
 def run_target(job: Job, workspace: Workspace) -> TargetResult:
-    """Every attempt of one target, until one succeeds or none is left (blocking)."""
-    return drive(target_steps(job, workspace), lambda call: _run_call(job, call))
+    """Every attempt of one target, until one succeeds or none is left (blocking). When
+    each of its processes ran is noted in `workspace.busy`."""
+
+    def timed(call: process.Call) -> process.Outcome:
+        began = time.time()
+        try:
+            return _run_call(job, call)
+        finally:
+            workspace.busy.append((began, time.time()))
+
+    return drive(target_steps(job, workspace), timed)
 
 
 def _run_call(job: Job, call: process.Call) -> process.Outcome:
@@ -496,7 +505,9 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
                             header, call.stdin if call else None,
                             render=render if call is not None else None,
                             raw_log=raw_log(job.log) if call is not None and
-                            call.provider.raw_stream else None)
+                            call.provider.raw_stream else None,
+                            contained=call is not None or (
+                                job.budget is not None and job.budget.memory is not None))
     progress.phase = "running"
     outcome = yield process.Call(launch, job.log, on_line, watch, job.cancel, on_start,
                                  job.known)

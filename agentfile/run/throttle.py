@@ -80,6 +80,7 @@ class Tree:
     reserved: int  # its memory budget, or 0
     known: dict[int, float] = field(default_factory=dict)  # every member seen: pid -> created
     cpu: dict[int, float] = field(default_factory=dict)
+    reapers: dict[int, bool] = field(default_factory=dict)  # leader pid -> runs reaper.py
     suspended_at: float | None = None
     suspended_s: float = 0.0
 
@@ -154,10 +155,14 @@ class Monitor:
             if pid is None:
                 continue
             rss = 0
+            if pid not in tree.reapers:
+                tree.reapers[pid] = process.is_reaper(pid)
             for member in _descendants(pid):
                 try:
                     with member.oneshot():
-                        rss += member.memory_info().rss
+                        # A target's own subreaper (reaper.py) is agentfile's, not the target's.
+                        if member.pid != pid or not tree.reapers[pid]:
+                            rss += member.memory_info().rss
                         times = member.cpu_times()
                         tree.cpu[member.pid] = times.user + times.system
                         if member.pid != pid:
