@@ -31,7 +31,8 @@ _STYLE = {"succeeded": "green", "up-to-date": "dim green", "failed": "bold red",
           "violation": "red", "blocked": "yellow", "interrupted": "yellow", "died": "red",
           "error": "red", "rate-limited": "magenta"}
 _STATE_STYLE = {"running": "cyan", "verifying": "blue", "suspended": "yellow",
-                "stopping": "red", "preparing": "dim", "rate-limited": "magenta"}
+                "stopping": "red", "preparing": "dim", "setting up": "dim",
+                "rate-limited": "magenta"}
 
 
 @dataclass

@@ -250,11 +250,14 @@ def test_clean_removes_the_pool_but_never_a_worktree_in_use(repo: Path, agentfil
 def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
         repo: Path, agentfile_cli: Run, tmp_path: Path) -> None:
     go, seen = tmp_path / "go", tmp_path / "seen"
-    (repo / ".env").write_text("SECRET=1\n")  # copied into the worktree; git ignores it
     commit(repo, {".gitignore": ".env\n", "Agentfile": REUSE + "    jobs = 1\n" + (
         f"slow:\n    run = \"echo left > left.txt; while [ ! -e {go} ]; do sleep 0.05; done;"
-        " echo done > slow.txt\"\n    isolation = worktree\n    copy = [\".env\"]\n"
+        " echo done > slow.txt\"\n    isolation = worktree\n"
+        "    copy = [\".env\", \"local.cfg\"]\n"
         f"look:\n    run = \"ls -a > {seen}\"\n    isolation = worktree\n    priority = -1\n")})
+    # Copied into the worktree, uncommitted here: one that git ignores, one it would see.
+    (repo / ".env").write_text("SECRET=1\n")
+    (repo / "local.cfg").write_text("token = 2\n")
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build", "slow"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -276,6 +279,7 @@ def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
     assert ".env" not in seen.read_text().split() and "left.txt" not in seen.read_text()
     # What the dead build's target left was committed on its branch, not thrown away.
     assert "work in progress of slow" in git(repo, "log", "--all", "--format=%s")
+    assert "local.cfg" not in git(repo, "log", "--all", "--stat")  # a copy: never committed
     result = agentfile_cli("build", cwd=repo)
     assert result.code == 0, result.out + result.err
     assert (repo / "slow.txt").exists() and list(pooled(repo)) == [path]

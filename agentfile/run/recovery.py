@@ -53,7 +53,7 @@ def recover(store: Store, layout: Layout, loaded: LoadedManifest, run_id: str, *
     git = _git_or_none(layout.root)
     if git is not None:
         _check_checkout(store, git, dead)
-        _put_away_worktrees(store, git, layout, dead)
+        _put_away_worktrees(store, git, layout, loaded, dead)
     recovery = Recovery(work=store.recoverable_work(dead))
     for run in reversed(dead):  # the newest last: its word stays
         files = RunFiles(layout.run_dir(run))
@@ -114,10 +114,11 @@ def _check_checkout(store: Store, git: Git, dead: list[str]) -> None:
                     "and build again: the target's work stays on its branch")
 
 
-def _put_away_worktrees(store: Store, git: Git, layout: Layout, dead: list[str]) -> None:
+def _put_away_worktrees(store: Store, git: Git, layout: Layout, loaded: LoadedManifest,
+                        dead: list[str]) -> None:
     """What the dead build's `finally` would have done: each worktree's leftovers committed
-    on its branch as work in progress, the worktree removed or given back to the pool (its
-    branch stays)."""
+    on its branch as work in progress (never the files its `copy` put there, a `.env`), the
+    worktree removed or given back to the pool (its branch stays)."""
     from agentfile.isolation.pool import put_back_dead
 
     for run in dead:
@@ -129,8 +130,10 @@ def _put_away_worktrees(store: Store, git: Git, layout: Layout, dead: list[str])
             path, target = Path(resource["name"]), resource["target"]
             try:
                 if path.exists() and target in branches:
+                    known = loaded.graph.targets.get(target)
                     git.commit_all(path, f"agentfile: work in progress of {target} (its "
-                                         f"build {run} died)")
+                                         f"build {run} died)",
+                                   exclude=known.definition.copy_files if known else ())
                     git.keep_head_on(path, branches[target])
                 if not put_back_dead(git, layout.pool_dir, path):
                     git.remove_worktree(path)
