@@ -389,6 +389,11 @@ class Git:
         with _LOCK:
             self.cmd.fetch("-q", str(path), f"+{ref}:{into}")
 
+    def set_ref(self, ref: str, commit: str) -> None:
+        """Point the ref `ref` at `commit` (made if missing, moved if it existed)."""
+        with _LOCK:
+            self.cmd.update_ref(ref, commit)
+
     def checkout_new(self, branch: str, at: str) -> None:
         """Switch the main work tree to a new branch at `at` (branch isolation)."""
         with _LOCK:

@@ -216,6 +216,40 @@ d:
     assert 4 in lines and 6 in lines and 8 in lines
 
 
+def test_resources_are_a_map_over_the_agents(repo: Path) -> None:
+    write(repo, {"Agentfile": '''\
+agent boxed: command
+    command = "true"
+    resources = {gpu_box = 1, "accelerator_type:A100" = 0.5}
+x:
+    agent = boxed
+    prompt = "p"
+    resources = {gpu_box = 2, GPU = 1}
+y:
+    run = "true"
+'''})
+    loaded = load(repo / "Agentfile")
+    x, y = (loaded.graph.targets[n] for n in ("x", "y"))
+    assert loaded.resources_of(x) == {"gpu_box": 2, "accelerator_type:A100": 0.5, "GPU": 1}
+    assert loaded.resources_of(y) == {}
+
+
+@pytest.mark.parametrize(("written", "said"), [
+    ("{CPU = 2}", "'CPU' is not for `resources`: a target on Ray asks for 1 CPU"),
+    ("{memory = 2}", "'memory' is not for `resources`"),
+    ("{box = 0}", "box: 0 is less than or equal to the minimum of 0"),
+    ('{"a box" = 1}', "'a box' is not a valid name"),
+])
+def test_resources_agentfile_asks_for_itself_are_refused(repo: Path, written: str,
+                                                         said: str) -> None:
+    write(repo, {"Agentfile": f'y:\n    run = "true"\n    resources = {written}\n'})
+    with pytest.raises(ManifestError) as err:
+        load(repo / "Agentfile")
+    (problem,) = err.value.problems
+    assert problem.message.startswith(said), problem.message
+    assert problem.span.line == 3
+
+
 def test_a_long_bad_quantity_is_refused_in_linear_time() -> None:
     """`budget = 1111…1x`: every digit was tried as the start of a duration, time quadratic in
     the literal's length (100,000 digits took over a minute). Run in a child process so that

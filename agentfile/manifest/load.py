@@ -68,6 +68,11 @@ class LoadedManifest:
             return name
         return f"{name} ({agent.provider})"
 
+    def resources_of(self, target: ConcreteTarget) -> dict[str, float]:
+        """The extra Ray resources the target asks for: its agent's, then its own."""
+        _, agent = self.agent_definition(target)
+        return {**(agent.resources if agent else {}), **target.definition.resources}
+
     def checks_merged_work(self, target: ConcreteTarget) -> bool:
         """A run target in a worktree only by default, because it comes after agents' work
         (`test: migrate`): a check on that work, whose leftovers are not kept."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -81,6 +82,25 @@ Names = Annotated[list[str], BeforeValidator(_as_list),
 EnvValue = Annotated[str, BeforeValidator(_as_text),
                      WithJsonSchema({"type": ["string", "number", "boolean"]})]
 TargetName = Annotated[str, StringConstraints(pattern=TARGET_NAME_PATTERN)]
+# A Ray resource a node offers (`ray start --resources`): any name without spaces, but those
+# agentfile asks for itself (1 CPU per target, its memory budget).
+OWN_RESOURCES = ("CPU", "memory", "object_store_memory")
+
+
+def _resource_name(name: str) -> str:
+    if name in OWN_RESOURCES:
+        raise ValueError(f"'{name}' is not for `resources`: a target on Ray asks for 1 CPU, and "
+                         "its budget's memory, by itself")
+    return name
+
+
+ResourceName = Annotated[str, StringConstraints(pattern=r"^\S+$"),
+                         AfterValidator(_resource_name)]
+ResourceAmount = Annotated[float, Field(gt=0)]
+_RESOURCES = ("Extra Ray resources each of its targets asks for with `--executor ray`, so it runs "
+              "only on nodes that offer them (`ray start --resources '{\"gpu_box\": 1}'`), e.g. "
+              "those where an agent's credentials live; `GPU` asks for GPUs. The local executor "
+              "runs everything here and does not read them.")
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 VariableName = Annotated[str, StringConstraints(pattern=VARIABLE_PATTERN)]
 Provider = Literal["claude", "codex", "gemini", "aider", "command"]
@@ -316,6 +336,8 @@ class Agent(_Model):
     max_parallel: int | None = Field(
         default=None, ge=1, examples=[2],
         description="At most this many of its targets run at once.")
+    resources: dict[ResourceName, ResourceAmount] = Field(
+        default_factory=dict, examples=[{"gpu_box": 1}], description=_RESOURCES)
     price: Price | None = Field(
         default=None, examples=[{"input": 3, "output": 15}],
         description="Dollars per million tokens, to count the cost of providers that report tokens"
@@ -400,6 +422,9 @@ class Target(_Model):
     env: dict[str, EnvValue] = Field(
         default_factory=dict, examples=[{"DATABASE_URL": "postgres://localhost/test"}],
         description="Environment variables for its processes (over its agent's).")
+    resources: dict[ResourceName, ResourceAmount] = Field(
+        default_factory=dict, examples=[{"gpu_box": 1}],
+        description=_RESOURCES + " Over its agent's, name by name.")
     locks: Names = Field(
         default_factory=list, examples=[["db"]],
         description="Named locks: two targets holding one never run at the same time.")

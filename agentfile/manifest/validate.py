@@ -199,7 +199,7 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
         return "; ".join(f"unknown {_noun(path)} '{name}'{suggest(name, allowed)}"
                          for name in extra)
     if "propertyNames" in err.schema_path:
-        return _bad_name(str(err.instance), str(path[0]) if path else "")
+        return _bad_name(str(err.instance), str(path[0]) if len(path) == 1 else "")
     if err.validator == "enum":
         choices = [str(c) for c in _rule(err)]
         what = "provider" if key == "provider" else key
@@ -279,8 +279,10 @@ def _model_message(error: Any) -> str:
     loc = tuple(error["loc"])
     key = _key(loc)
     message = str(error["msg"]).removeprefix("Value error, ")
-    if "[key]" in loc:
-        return _bad_name(str(error["input"]), str(loc[0]))
+    if "[key]" in loc:  # a key's own check says why; else the name's form is wrong
+        if error["type"] == "value_error":
+            return message
+        return _bad_name(str(error["input"]), str(loc[0]) if loc.index("[key]") == 1 else "")
     if error["type"] == "literal_error" and key == "provider":
         return f"unknown provider '{error['input']}'{suggest(str(error['input']), PROVIDERS)}"
     return f"{key}: {message}" if loc else message
