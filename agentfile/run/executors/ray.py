@@ -16,6 +16,7 @@ at 0, so a paid agent run is never repeated behind agentfile's back).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -25,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +46,21 @@ from agentfile.run.runner import Attempt, Job, TargetResult
 STOP_GRACE_SECONDS = 20.0  # asked to stop, a node has this long to send the work back
 WAIT_SECONDS = 0.1  # how often a stop is looked for while waiting for the next event
 MOST_LOST = 3  # a target whose node is lost more often than this fails
+# After a task's error, how long its node has to be declared dead for the error to count as
+# the node's: the cluster's control store notices a dead node by missed health checks (a few
+# seconds apart), while the task's error can reach the coordinator first.
+NODE_DEATH_SECONDS = 60.0
 
 
 class _Lost(Exception):
     """The task ended without its result: as a lost worker, not the target's doing."""
 
 
+# A worker or node that died, as Ray says it (directly, or as the cause of a task's error:
+# a call to the cluster from a task whose node is dying fails with one of these).
 LOST = (_Lost, errors.NodeDiedError, errors.WorkerCrashedError, errors.LocalRayletDiedError,
-        errors.ObjectLostError, errors.RaySystemError, errors.ActorDiedError)
+        errors.ObjectLostError, errors.RaySystemError, errors.RayActorError, errors.RpcError)
+HEAD_RESOURCE = "node:__internal_head__"  # what Ray's head node alone has
 START_HINT = ("start one with `ray start --head` (and `ray start --address HEAD:6379` on "
               "other machines), then set RAY_ADDRESS or pass --ray-address")
 
@@ -77,11 +86,63 @@ def _stopped(stops: Any, tag: str) -> bool:
         return False  # asked again in a moment; a lost coordinator ends the task anyway
 
 
+@dataclass(frozen=True)
+class _OnNode:
+    """The task's first event: the cluster's id of the node it runs on."""
+
+    node_id: str
+
+
 @ray.remote(max_retries=0)
-def _run_target(spec: remote.Spec, bundles: list[Any], stops: Any) -> Iterator[remote.Event]:
+def _run_target(spec: remote.Spec, bundles: list[Any],
+                stops: Any) -> Iterator[remote.Event | _OnNode]:
     """The task: `remote.run` on whichever node Ray chose."""
+    yield _OnNode(ray.get_runtime_context().get_node_id())
     yield from remote.run(spec, fetch=lambda number: bytes(ray.get(bundles[number])),
                           stopped=lambda: _stopped(stops, spec.tag))
+
+
+def _caused_by_loss(err: BaseException) -> bool:
+    """Whether the error, or what caused it (a task's error carries its cause), is a dead
+    worker's or node's."""
+    seen: set[int] = set()
+    found: BaseException | None = err
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, LOST):
+            return True
+        cause = getattr(found, "cause", None)
+        found = cause if isinstance(cause, BaseException) else (
+            found.__cause__ or found.__context__)
+    return False
+
+
+def _not_offered(wanted: dict[str, float]) -> str | None:
+    """Extra resources no live node of the cluster has as many of (`name = amount`, …);
+    None when some node offers them all."""
+    if not wanted:
+        return None
+    nodes = ray.nodes()  # type: ignore[no-untyped-call]
+    offered = [n.get("Resources") or {} for n in nodes if n.get("Alive")]
+    if any(all(has.get(k, 0) >= v for k, v in wanted.items()) for has in offered):
+        return None
+    return ", ".join(f"{k} = {v:g}" for k, v in wanted.items())
+
+
+def _node_dies(node_id: str, within: float) -> bool:
+    """Whether the cluster declares the node dead within `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            nodes = ray.nodes()  # type: ignore[no-untyped-call]
+            alive = any(n.get("NodeID") == node_id and n.get("Alive") for n in nodes)
+        except Exception:  # the cluster's control store does not answer: nor would a node
+            return True
+        if not alive:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def connect(address: str | None) -> None:
@@ -164,16 +225,31 @@ class RayExecutor:
         base, bundles = self._bundles()
         spec = self._spec(job, base, tuple(bundle for bundle, _ in bundles))
         refs = [ref for _, ref in bundles]
+        wanted = self.loaded.resources_of(job.target)
         for lost in range(MOST_LOST + 1):
-            definition = job.target.definition
-            budget = definition.budget
+            missing = _not_offered(wanted)
+            if missing:  # Ray would hold the task until such a node joins: maybe never
+                return TargetResult(name, "failed", detail=(
+                    f"no node of the Ray cluster offers {missing} (`resources`): start one "
+                    f"with `ray start --resources '{json.dumps(wanted)}'`"))
+            budget = job.target.definition.budget
             options: dict[str, Any] = {"num_cpus": 1, "num_returns": "streaming"}
             if budget is not None and budget.memory:
                 options["memory"] = budget.memory
+            extra = dict(wanted)
+            if "GPU" in extra:  # Ray asks for GPUs by their own option
+                options["num_gpus"] = extra.pop("GPU")
+            if extra:
+                options["resources"] = extra
             task = _run_target.options(**options).remote(spec, refs, self._stop_board())
+            where: list[str] = []  # the cluster's id of its node, once the task says it
             try:
-                returned = self._follow(job, task)
-            except LOST as err:
+                returned = self._follow(job, task, where)
+            except Exception as err:
+                if not _caused_by_loss(err) and not (
+                        isinstance(err, errors.RayError) and where and
+                        _node_dies(where[0], NODE_DEATH_SECONDS)):
+                    raise
                 node = self.nodes.get(name, "a node")
                 self.notes.put(("node_lost", {"target": name, "node": node,
                                               "action": "running it again elsewhere"
@@ -189,8 +265,9 @@ class RayExecutor:
         return TargetResult(name, "failed",
                             detail=f"its node was lost {MOST_LOST + 1} times in a row")
 
-    def _follow(self, job: Job, task: Any) -> remote.Returned | None:
-        """Apply the task's events as they come; its result (None: cancelled by force)."""
+    def _follow(self, job: Job, task: Any, where: list[str]) -> remote.Returned | None:
+        """Apply the task's events as they come; its result (None: cancelled by force).
+        `where` gets the cluster's id of the task's node."""
         deadline: float | None = None
         job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "ab") as log:
@@ -210,7 +287,9 @@ class RayExecutor:
                     raise _Lost("the task ended without a result") from None
                 except errors.TaskCancelledError:
                     return None
-                if isinstance(event, remote.Output):
+                if isinstance(event, _OnNode):
+                    where.append(event.node_id)
+                elif isinstance(event, remote.Output):
                     log.write(event.data)
                     log.flush()
                 elif isinstance(event, remote.Update):
@@ -226,16 +305,21 @@ class RayExecutor:
         """Fetch the target's commits into its branch here, as a local worktree leaves it."""
         assert self.worktrees is not None
         result = returned.result
+        git, ref = self.worktrees.git, f"refs/heads/{spec.branch}"
+        self.worktrees.store.record_resource(spec.run_id, "branch", spec.branch,
+                                             spec.target.name)
         if returned.bundle is not None:
             with tempfile.TemporaryDirectory() as scratch:
                 file = Path(scratch) / "work.bundle"
                 file.write_bytes(returned.bundle)
-                ref = f"refs/heads/{spec.branch}"
-                self.worktrees.git.fetch_bundle(file, ref, ref)
-            self.worktrees.store.record_resource(spec.run_id, "branch", spec.branch,
-                                                 spec.target.name)
+                git.fetch_bundle(file, ref, ref)
+        else:  # it changed nothing: its branch at its base, as a local worktree leaves it
+            git.set_ref(ref, spec.base)
         result.work = WorktreeWork(spec.branch, spec.base, committed=returned.tip != spec.base,
                                    wip=result.status != "succeeded", tip=returned.tip)
+        told = self.local.places.committed  # recovery's record, before anything merges it
+        if told is not None:
+            told(job, result, result.work)
         for text, path in ((returned.prompt, job.prompt_file), (returned.usage, job.usage_file),
                            (result.message, job.result_file)):
             if text is not None:
@@ -290,7 +374,9 @@ class RayExecutor:
     def _stop_board(self) -> Any:
         with self.lock:
             if self.stops is None:
-                self.stops = _Stops.remote()  # type: ignore[attr-defined]
+                # On the head node: it lives as long as the cluster, not as a worker node.
+                self.stops = _Stops.options(  # type: ignore[attr-defined]
+                    resources={HEAD_RESOURCE: 0.001}).remote()
             return self.stops
 
 
