@@ -283,3 +283,17 @@ def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
     result = agentfile_cli("build", cwd=repo)
     assert result.code == 0, result.out + result.err
     assert (repo / "slow.txt").exists() and list(pooled(repo)) == [path]
+
+
+def test_a_target_s_commit_runs_no_git_maintenance(repo: Path, agentfile_cli: Run,
+                                                  tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    commit(repo, {"Agentfile": REUSE + "a:\n    run = \"echo a > a.txt\"\n"
+                  "    isolation = worktree\n"})
+    # The user's own GIT_CONFIG_* entries still count.
+    env = {"GIT_TRACE2_PERF": str(trace), "GIT_CONFIG_COUNT": "1",
+           "GIT_CONFIG_KEY_0": "user.name", "GIT_CONFIG_VALUE_0": "Configured Here"}
+    result = agentfile_cli("build", cwd=repo, env=env)
+    assert result.code == 0, result.out + result.err
+    assert "| commit " in trace.read_text() and "commit/maintenance" not in trace.read_text()
+    assert git(repo, "log", "-1", "--format=%an", "--", "a.txt").strip() == "Configured Here"
