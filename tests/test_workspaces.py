@@ -181,6 +181,12 @@ def test_two_targets_at_j2_use_two_worktrees_and_merge_in_dependency_order(
     assert (repo / "c.txt").read_text() == "a\nb\n"
     subjects = git(repo, "log", "--format=%s", "-n", "3").split("\n")
     assert subjects[0] == "agentfile: c"
+    # A build with one job slot keeps one pooled worktree: the other goes when given back.
+    for mark in "ab":  # nobody waits for the other now
+        (tmp_path / mark).touch()
+    result = agentfile_cli("build", "-B", "-j1", cwd=repo)
+    assert result.code == 0, result.out + result.err
+    assert len(pooled(repo)) == 1 and len(worktrees(repo)) == 1
 
 
 def test_a_copied_file_is_fresh_for_each_target_and_never_left_for_the_next(
