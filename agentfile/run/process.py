@@ -93,18 +93,35 @@ def stop_tree(pid: int, *, grace: float = GRACE_SECONDS,
     _wait_gone(alive, 1.0)
 
 
-def adopted(tag: str) -> dict[int, float]:
-    """Processes re-parented to agentfile whose environment carries `tag`: members of a
-    target's tree that daemonised (double fork, setsid) and so left its tree and group."""
+def adopted(tag: str, pipe: int | None = None) -> dict[int, float]:
+    """Processes re-parented to agentfile that carry `tag` in their environment, or hold the
+    target's output `pipe` (its inode) open: members of a target's tree that daemonised
+    (double fork, setsid) and so left its tree and group. One that also cleared its
+    environment and closed its output is found by neither: the build's end stops it."""
     found: dict[int, float] = {}
-    if not tag:
+    if not tag and pipe is None:
         return found
+    held = f"pipe:[{pipe}]"
     for pid in _own_children():
         with contextlib.suppress(psutil.Error):
             child = psutil.Process(pid)
-            if child.environ().get(TAG_VARIABLE) == tag:
+            if (tag and child.environ().get(TAG_VARIABLE) == tag) or \
+                    (pipe is not None and _holds(pid, held)):
                 found[child.pid] = child.create_time()
     return found
+
+
+def _holds(pid: int, link: str) -> bool:
+    """Whether process `pid` has a descriptor open on `link` (e.g. `pipe:[1234]`)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == link:
+                return True
+    return False
 
 
 def _own_children() -> list[int]:
@@ -479,6 +496,10 @@ class Started:
             self.close()
             raise
         self.pid = self.leader.pid
+        try:  # what a daemonised member still holds, if it kept its output (adopted)
+            self.pipe: int | None = os.fstat(self.fd).st_ino
+        except OSError:
+            self.pipe = None
         self.eof = False
         self.exited_at: float | None = None
 
@@ -554,7 +575,7 @@ class Started:
         if known or stopped is not None or time.monotonic() - self.begun > ADOPTED_AFTER_SECONDS:
             # A target too short for the monitor to see any child rarely has one; the build's
             # end reaps whatever is left anyway.
-            known.update(adopted(self.launch.tag))
+            known.update(adopted(self.launch.tag, self.pipe))
         return known
 
     def left_nothing(self, stopped: str | None, known: Mapping[int, float]) -> bool:
