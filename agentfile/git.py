@@ -20,6 +20,7 @@ import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from agentfile.errors import AgentfileError, UsageError
+from agentfile.run.spawn import signals_held
 
 _LOCK = threading.RLock()
 # What tools leave that is never a change of anyone's (Python's caches): not committed when
@@ -57,7 +58,8 @@ class _OwnSessionGit(git.Git):
 
     def execute(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("start_new_session", True)
-        return super().execute(command, *args, **kwargs)
+        with signals_held():  # until it is out of agentfile's group, and after
+            return super().execute(command, *args, **kwargs)
 
 
 class _Repo(git.Repo):

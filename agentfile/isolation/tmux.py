@@ -29,7 +29,7 @@ import psutil
 from libtmux.common import tmux_cmd
 
 from agentfile.errors import AgentfileError
-from agentfile.run import process
+from agentfile.run import process, spawn
 
 POLL_SECONDS = 0.05  # 20 Hz at most; output and the exit (a pidfd) wake the loop at once
 MIRROR_BACKLOG = 1 << 20  # output the pane's terminal has not taken yet, at most
@@ -71,8 +71,10 @@ class _OwnSessionCommand(tmux_cmd):
         if not resolved:
             raise TmuxError("tmux is not installed (not found on PATH)")
         self.cmd = [resolved, *(str(a) for a in args)]
-        done = subprocess.run(self.cmd, capture_output=True, text=True, encoding="utf-8",
-                              errors="backslashreplace", start_new_session=True, check=False)
+        with spawn.signals_held():  # until it is out of agentfile's group, and after
+            done = subprocess.run(self.cmd, capture_output=True, text=True, encoding="utf-8",
+                                  errors="backslashreplace", start_new_session=True,
+                                  check=False)
         self.returncode = done.returncode
         self.stdout = done.stdout.split("\n")
         while self.stdout and self.stdout[-1] == "":

@@ -488,8 +488,8 @@ class Started:
             env = {**launch.env, TAG_VARIABLE: launch.tag} if launch.tag else launch.env
             command = launch.command
             if launch.contained:
-                command = reaped(command if isinstance(command, list) else
-                                 ["/bin/sh", "-c", command], env)
+                inner = command if isinstance(command, list) else direct_argv(command)
+                command = reaped(inner or ["/bin/sh", "-c", str(command)], env)
             argv = command if isinstance(command, list) else direct_argv(command)
             self.leader, self.fd = spawn(argv, command, launch.cwd, env, launch.stdin)
         except BaseException:

@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +25,28 @@ from typing import Any, Protocol
 # SIGPIPE, and a program expects to die of it.
 _DEFAULT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
                          if hasattr(signal, name))
+
+
+# The signals a terminal or a supervisor sends a whole process group.
+GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """For starting a child in a session of its own (agentfile's git and tmux commands) with
+    Popen: Python's child unblocks signals, at their defaults, *before* it calls setsid, so a
+    Ctrl-C to agentfile's group in that moment would kill it on its way out of the group.
+    Held in the starting thread, they stay held in the child, which takes them with it into
+    its session and across exec: it finishes its work whatever the group was sent (the
+    signal reaches agentfile, whose other threads do not hold it)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 class Leader(Protocol):
