@@ -155,6 +155,31 @@ agent command: command
 
 
 @needs_bwrap
+def test_programs_installed_under_tmp_stay_usable_inside(repo: Path, agentfile_cli: Run,
+                                                        tmp_path: Path) -> None:
+    """A venv or tool that lives under /tmp (CI's venv does) is on the PATH: inside, its
+    `bin` and the libraries beside it are seen (read-only) through the private /tmp."""
+    tool = tmp_path / "tool"
+    (tool / "bin").mkdir(parents=True)
+    (tool / "share").mkdir()
+    (tool / "share" / "greeting").write_text("hello from the tool\n")
+    hello = tool / "bin" / "hello-tool"
+    hello.write_text(f"#!/bin/sh\ncat {tool}/share/greeting\n")
+    hello.chmod(0o755)
+    commit(repo, """options:
+    isolation = none
+
+greet:
+    run = "hello-tool > greeting.txt"
+    sandbox = true
+""")
+    path = f"{tool / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    result = agentfile_cli("build", cwd=repo, env={"PATH": path})
+    assert result.code == 0, result.out + result.err
+    assert (repo / "greeting.txt").read_text() == "hello from the tool\n"
+
+
+@needs_bwrap
 def test_stops_end_everything_inside_and_memory_is_measured(repo: Path,
                                                           agentfile_cli: Run) -> None:
     marker = f"sleep 120.{os.getpid() % 1000}{time.monotonic_ns() % 10**6:06d}"

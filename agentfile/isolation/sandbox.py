@@ -41,11 +41,26 @@ class Sandbox:
     root: Path
 
     def wrap(self, argv: Sequence[str], *, cwd: Path, writable: Iterable[Path],
-             home: Path | None = None) -> list[str]:
+             home: Path | None = None, programs: str = "") -> list[str]:
         """`argv` as bwrap runs it in `cwd`, with only `writable` (those that exist)
-        writable; the repository and `home` are seen read-only even under /tmp."""
-        readable = [self.root] if home is None else [self.root, home]
+        writable; the repository, `home` and the folders of `programs` (a PATH) are seen
+        read-only even under /tmp."""
+        readable = [self.root, *([home] if home is not None else []), *installs(programs)]
         return [bwrap(), *arguments(readable, cwd, writable), "--", *argv]
+
+
+def installs(path: str) -> list[Path]:
+    """What a PATH needs visible for its programs to run: each folder on it, and, for a
+    `bin` folder, the prefix it belongs to (a virtualenv's or a tool's libraries sit beside
+    its `bin`): a venv or tool that lives under /tmp would otherwise vanish behind the
+    private /tmp, and `python` or `npx` with it."""
+    found: list[Path] = []
+    for entry in filter(None, path.split(os.pathsep)):
+        folder = Path(entry)
+        if folder.is_absolute():  # /bin is not the prefix `/`: that would cover all
+            prefix = folder.name == "bin" and len(folder.parts) > 2
+            found.append(folder.parent if prefix else folder)
+    return found
 
 
 def arguments(readable: Iterable[Path], cwd: Path, writable: Iterable[Path]) -> list[str]:

@@ -662,7 +662,7 @@ def _sandboxed(sandbox: Sandbox, command: str | list[str], workspace: Workspace,
     # is the shell's exit 127, not bwrap's own error).
     argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
     return sandbox.wrap(argv, cwd=workspace.path, writable=[workspace.path, *writable],
-                        home=home(env))
+                        home=home(env), programs=env.get("PATH", ""))
 
 
 def _shown_lines(job: Job) -> Callable[[str], None]:
