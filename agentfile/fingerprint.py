@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # GitPython loads only when a build has merged work to ask ab
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """A file's content as a hex digest; "missing" for a file that is not there or is not
+    regular (targets' inputs, and setup's)."""
     digest = hashlib.sha256()
     fd = digest_source(path)  # a device or a FIFO would never end, or block
     if fd is None:
@@ -63,7 +65,7 @@ def fingerprint(target: ConcreteTarget, *, agent: Agent | None, base: Path,
         "definition": definition.model_dump(mode="json", by_alias=True, exclude={"deps"}),
         "bindings": dict(target.bindings),
         "agent": agent.model_dump(mode="json") if agent else None,
-        "files": {name: _file_digest(base / name) for name in files},
+        "files": {name: file_digest(base / name) for name in files},
         "deps": {name: deps.get(name, "") for name in target.deps},
     }
     text = _encode(payload)

@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -158,6 +159,17 @@ def wait_for_descendants(pid: int, word: str, count: int = 1, timeout: float = 2
             return
         time.sleep(0.05)
     raise AssertionError(f"no {count} '{word}' processes under {pid} within {timeout}s")
+
+
+def sigkill_build(build: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a build, then what it left running: a killed agentfile stops nothing, and no
+    one else will."""
+    left = psutil.Process(build.pid).children(recursive=True)
+    build.send_signal(signal.SIGKILL)
+    build.wait()
+    for child in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def patched_agentfile(cwd: Path, patch: str, *args: str) -> subprocess.CompletedProcess[str]:

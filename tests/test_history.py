@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-from conftest import Run, git, poll_status, wait_for_descendants
+from conftest import Run, git, poll_status, sigkill_build, wait_for_descendants
 
 MANIFEST = '''\
 a:
@@ -117,11 +115,7 @@ def test_a_killed_build_is_seen_as_died_and_cleaned(repo: Path, agentfile_cli: R
     build = subprocess.Popen([sys.executable, "-m", "agentfile", "build"], cwd=repo,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_descendants(build.pid, "sleep")
-    left = psutil.Process(build.pid).children(recursive=True)
-    build.send_signal(signal.SIGKILL)
-    build.wait()
-    for child in left:  # what SIGKILL leaves running: no one can stop it but us
-        child.kill()
+    sigkill_build(build)
     (run,) = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)
     assert run["status"] == "died"
     assert f"the last was {run['id']} (died)" in agentfile_cli("status", cwd=repo).out

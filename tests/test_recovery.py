@@ -7,7 +7,6 @@ runs again; `--retry-failed`, `runs`, `report` and `clean` read the dead build.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sqlite3
@@ -17,9 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import Run, git, patched_agentfile, wait_for_descendants
+from conftest import Run, git, patched_agentfile, sigkill_build, wait_for_descendants
 
 # A command agent that counts its calls, says what it spent, and writes a file named after its
 # target; `slow` waits for a go-ahead file first, so a test can kill the build meanwhile.
@@ -83,12 +81,7 @@ def kill_when(build: subprocess.Popen[bytes], ready: Iterator[bool],
             build.kill()
             raise AssertionError("the build never got there")
         time.sleep(0.05)
-    left = psutil.Process(build.pid).children(recursive=True)
-    build.send_signal(signal.SIGKILL)
-    build.wait()
-    for child in left:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
+    sigkill_build(build)
 
 
 def finished_work_of(repo: Path, target: str) -> Iterator[bool]:

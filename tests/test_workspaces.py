@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-from conftest import Run, git
+from conftest import Run, git, sigkill_build
 
 REUSE = "options:\n    worktrees = reuse\n"
 
@@ -268,12 +265,7 @@ def test_a_worktree_a_dead_build_was_using_goes_back_to_the_pool(
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: any((Path(p) / "left.txt").exists() for p in pooled(repo)))
-        left = psutil.Process(build.pid).children(recursive=True)
-        build.send_signal(signal.SIGKILL)
-        build.wait()
-        for child in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
+        sigkill_build(build)
     finally:
         go.touch()
     [(path, info)] = pooled(repo).items()

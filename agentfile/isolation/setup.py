@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agentfile.fingerprint import _file_digest, expand_globs
+from agentfile.fingerprint import expand_globs, file_digest
 from agentfile.isolation.base import Workspace
 from agentfile.manifest.expand import ConcreteTarget
 from agentfile.manifest.load import LoadedManifest
@@ -42,7 +42,7 @@ class Setup:
         """The command and its inputs' content in the worktree: when setup must run again."""
         digest = hashlib.sha256(self.command.encode())
         for name in expand_globs(list(self.inputs), worktree):
-            digest.update(f"\0{name}\0{_file_digest(worktree / name)}".encode())
+            digest.update(f"\0{name}\0{file_digest(worktree / name)}".encode())
         return digest.hexdigest()
 
 
