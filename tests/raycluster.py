@@ -171,7 +171,8 @@ class LocalCluster:
         sessions = {n.session for n in self.nodes}
         found = []
         for proc in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
+            # A process may end between the listing and getsid: os's error, not psutil's.
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
                 if os.getsid(proc.pid) in sessions and proc.status() != psutil.STATUS_ZOMBIE:
                     found.append(proc)
         return found
