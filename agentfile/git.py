@@ -9,6 +9,7 @@ making a merge never touches any work tree.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -45,6 +46,10 @@ def _no_auto_maintenance() -> dict[str, str]:
 
 class CommitFailed(AgentfileError):
     """git could not commit a target's work (a full disk): it is still where it was."""
+
+
+class CheckoutFailed(AgentfileError):
+    """git could not switch the checkout (an untracked file in the way, a missing branch)."""
 
 
 class NotAWorktree(UsageError):
@@ -131,6 +136,19 @@ class Git:
             return str(self.cmd.symbolic_ref("--short", "-q", "HEAD"))
         except GitCommandError:
             return None  # detached
+
+    def switched_from(self, branch: str) -> str | None:
+        """Where the checkout was when it last switched to `branch` (a branch, or a commit
+        when it was detached), from HEAD's reflog: "checkout: moving from X to BRANCH"."""
+        try:
+            said = str(self.cmd.reflog("show", "--format=%gs", "-n", "200", "HEAD"))
+        except GitCommandError:
+            return None
+        for line in said.splitlines():
+            found = re.fullmatch(r"checkout: moving from (\S+) to (\S+)", line)
+            if found and found.group(2) == branch:
+                return found.group(1)
+        return None
 
     def dirty_files(self, path: Path | None = None, *, untracked: bool = False) -> list[str]:
         """Changed tracked files of a work tree (and untracked ones, not ignored, if asked)."""
@@ -417,7 +435,10 @@ class Git:
     def restore_checkout(self, ref: str) -> None:
         """Back to the user's branch, files included; what the target left is committed."""
         with _LOCK:
-            self.cmd.checkout("-q", "-f", ref)
+            try:
+                self.cmd.checkout("-q", "-f", ref)
+            except GitCommandError as err:
+                raise CheckoutFailed(f"git checkout {ref}: {git_said(err)}") from None
 
     def fast_forward(self, branch: str) -> bool:
         """Fast-forward the checked-out branch of the main work tree to `branch`."""

@@ -168,7 +168,8 @@ def describe(event: Event, log_path: Callable[[str], str]) -> str | None:
     if kind == "waiting":
         return f"waiting    {event['target']}: {event['reason']}"
     if kind == "rate_limited":
-        how = "the CLI retries" if event.get("retrying") else "it waits its turn"
+        how = "agentfile's relay holds the request" if event.get("relayed") else \
+            "the CLI retries" if event.get("retrying") else "it waits its turn"
         wait = f", {human_time(event['wait_s'])}" if event.get("wait_s") else ""
         model = f" ({event['model']})" if event.get("model") else ""
         return (f"limited    {event.get('target')}: {event.get('provider')}{model} "

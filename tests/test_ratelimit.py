@@ -153,6 +153,8 @@ def write_then_done(name: str) -> Callable[[dict[str, Any]], Reply]:
 
 
 SONNET = 'agent sonnet: claude\n    model = "claude-sonnet-4-5"\n'
+# The CLI itself meets the provider's refusals: no relay holds them (test_relay.py has it).
+UNRELAYED = SONNET + "    relay = false\n"
 
 
 def test_a_refusal_after_paid_work_is_waited_out_and_resumed_not_retried_or_paid_again(
@@ -172,7 +174,7 @@ def test_a_refusal_after_paid_work_is_waited_out_and_resumed_not_retried_or_paid
         return reply
 
     with AnthropicStandin(handler=api) as server:
-        commit(repo, SONNET + '    env = {CLAUDE_CODE_MAX_RETRIES = "0"}\n'
+        commit(repo, UNRELAYED + '    env = {CLAUDE_CODE_MAX_RETRIES = "0"}\n'
                'hello:\n    agent = sonnet\n    prompt = "Create hello.txt"\n')
         result = agentfile_cli("build", cwd=repo, env=claude_env(server, claude, tmp_path))
         resumed = server.requests[-1]["messages"]
@@ -212,7 +214,7 @@ def test_targets_share_a_token_bucket_without_failing(repo: Path, agentfile_cli:
     targets = "".join(f't{i}:\n    agent = sonnet\n    prompt = "Create t{i}.txt"\n'
                       for i in range(3))
     with AnthropicStandin(handler=api) as server:
-        commit(repo, SONNET + targets)
+        commit(repo, UNRELAYED + targets)
         result = agentfile_cli("build", "-j3", "--json", cwd=repo,
                                env=claude_env(server, claude, tmp_path), timeout=180)
     assert result.code == 0, result.out + result.err

@@ -242,3 +242,55 @@ def test_plain_clean_covers_every_dead_build(repo: Path, agent: Path, tmp_path: 
                               capture_output=True).returncode != 0
     assert git(repo, "branch", "--list", "agentfile/*") == ""
     assert git(repo, "worktree", "list").count("\n") == 1
+
+
+def current_branch(repo: Path) -> str:
+    return git(repo, "symbolic-ref", "--short", "HEAD").strip()
+
+
+def test_a_branch_target_that_finished_is_merged_and_the_checkout_given_back(
+        repo: Path, agent: Path, tmp_path: Path, agentfile_cli: Run) -> None:
+    """The build dies after committing a branch target's work, before it switched the
+    checkout back: the next build switches it back (to where the build found it), merges
+    the work without running it again, and leaves the user's untracked file alone."""
+    manifest(repo, agent, 'fast:\n    agent = counted\n    prompt = "be quick"\n'
+                          '    isolation = branch\n')
+    mine = current_branch(repo)
+    (repo / "notes.txt").write_text("the user's own\n")
+    died = patched_agentfile(repo, "import os, signal\nfrom agentfile import git\n"
+                             "git.Git.restore_checkout = lambda *a: os.kill(os.getpid(), "
+                             "signal.SIGKILL)\n", "build")
+    assert died.returncode == -signal.SIGKILL
+    assert current_branch(repo).startswith("agentfile/targets/")  # where it died
+    again = agentfile_cli("build", cwd=repo)
+    assert again.code == 0, again.out + again.err
+    assert calls(tmp_path) == ["fast"]  # not run again
+    assert "recovered  fast" in again.out
+    assert current_branch(repo) == mine
+    assert (repo / "fast.txt").read_text() == "fast was here\n"
+    assert (repo / "notes.txt").read_text() == "the user's own\n"
+    assert git(repo, "status", "--porcelain").strip() == "?? notes.txt"
+
+
+def test_a_branch_target_cut_short_keeps_its_work_on_its_branch_and_runs_again(
+        repo: Path, agent: Path, tmp_path: Path, agentfile_cli: Run) -> None:
+    manifest(repo, agent, 'slow:\n    agent = counted\n    prompt = "wait"\n'
+                          '    isolation = branch\n')
+    mine = current_branch(repo)
+    (repo / "notes.txt").write_text("the user's own\n")  # older than the build
+    build = start_build(repo)
+    kill_when(build, running(build, f"{agent} slow"))
+    (repo / "partial.txt").write_text("half done\n")  # what the agent had written so far
+    dead_branch = current_branch(repo)
+    (tmp_path / "go").touch()
+    again = agentfile_cli("build", cwd=repo)
+    assert again.code == 0, again.out + again.err
+    assert calls(tmp_path) == ["slow", "slow"]  # it was running: it runs again
+    assert current_branch(repo) == mine
+    assert (repo / "slow.txt").exists() and not (repo / "partial.txt").exists()
+    # What it had left is committed on the dead build's branch, not lost; the user's file
+    # is not in it.
+    kept = git(repo, "show", "--name-only", "--format=%s", dead_branch)
+    assert "work in progress of slow" in kept and "partial.txt" in kept
+    assert "notes.txt" not in kept
+    assert git(repo, "status", "--porcelain").strip() == "?? notes.txt"

@@ -108,6 +108,9 @@ class AiderProvider:
             usage.cost_usd = sum(costs)
             usage.cost_reported = True
 
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        return None  # not relayed: see docs/rate-limits.md
+
     def rate_limit(self, line: str) -> RateLimit | None:
         for marker, reason in _REFUSALS.items():
             if line.startswith(marker):

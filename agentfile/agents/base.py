@@ -87,6 +87,7 @@ class RateLimit:
     wait_s: float | None = None  # how long the provider asked to wait (retry-after)
     resets_at: float | None = None  # epoch seconds: when a spent quota comes back
     detail: str = ""
+    relayed: bool = False  # agentfile's relay held the request: the CLI never saw it
 
     def until(self, now: float) -> float | None:
         """Epoch seconds before which asking again is refused, when the provider said."""
@@ -132,6 +133,11 @@ class Provider(Protocol):
 
     def rate_limit(self, line: str) -> RateLimit | None:
         """Whether one line of the CLI's output says the provider refused for its own sake."""
+
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        """The variable naming the API's base URL and the URL the CLI would call with `env`,
+        when agentfile may relay its requests (agents/relay.py): an API key's, never a
+        subscription login's. None: the CLI calls its API itself."""
 
     def verdict(self, request: AgentRequest, exit_code: int | None,
                 tail: list[str]) -> AgentVerdict: ...

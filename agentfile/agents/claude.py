@@ -44,6 +44,8 @@ from agentfile.agents.events import (
 )
 
 BINARY_VARIABLE = "AGENTFILE_CLAUDE"  # a path to the CLI, when it is not `claude` on PATH
+API = "https://api.anthropic.com"
+CLOUDS = ("BEDROCK", "VERTEX", "FOUNDRY")  # CLAUDE_CODE_USE_…: a cloud's API instead
 REFUSALS = {429: "rate limit", 529: "overloaded"}  # the API statuses that are its own state
 
 
@@ -127,6 +129,13 @@ class ClaudeProvider:
 
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
+
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        if any(env.get(f"CLAUDE_CODE_USE_{cloud}") for cloud in CLOUDS):
+            return None  # Bedrock, Vertex or Foundry: their own endpoints and limits
+        if not env.get("ANTHROPIC_API_KEY") and not env.get("ANTHROPIC_AUTH_TOKEN"):
+            return None  # a claude.ai login: a person's account, not relayed
+        return "ANTHROPIC_BASE_URL", env.get("ANTHROPIC_BASE_URL") or API
 
     def rate_limit(self, line: str) -> RateLimit | None:
         if "rate_limit" not in line and "api_retry" not in line and \

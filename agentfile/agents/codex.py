@@ -151,6 +151,9 @@ class CodexProvider:
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
 
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        return None  # not relayed: see docs/rate-limits.md
+
     def rate_limit(self, line: str) -> RateLimit | None:
         if "status" not in line and "limit" not in line and "Quota" not in line:
             return None

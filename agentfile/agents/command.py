@@ -36,6 +36,9 @@ class CommandProvider:
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
 
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        return None  # not relayed: see docs/rate-limits.md
+
     def rate_limit(self, line: str) -> RateLimit | None:
         return None  # any program: its output has no agreed form
 

@@ -128,6 +128,9 @@ class GeminiProvider:
     def poll(self, request: AgentRequest, usage: Usage) -> None:
         return None
 
+    def api(self, env: Mapping[str, str]) -> tuple[str, str] | None:
+        return None  # not relayed: see docs/rate-limits.md
+
     def rate_limit(self, line: str) -> RateLimit | None:
         if line.startswith("Attempt ") and " failed" in line:  # its retries, on stderr
             return refusal(line, retrying="Retrying" in line)

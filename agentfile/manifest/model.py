@@ -357,6 +357,11 @@ class Agent(_Model):
         default=0.0, examples=["2m"],
         description="How long the model may be rate limited before the next `fallback` model "
                     "takes over (default: at once).")
+    relay: bool = Field(
+        default=True, examples=[False],
+        description="Send the CLI's requests through agentfile's relay on 127.0.0.1, which holds "
+                    "each one until the provider has room (claude with an API key; a login is "
+                    "never relayed). `false`: the CLI calls its API itself.")
     setup: str | None = Field(default=None, examples=["npm ci"],
                               description=_SETUP + " Here, for this agent's targets.")
     setup_inputs: Names | None = Field(default=None, examples=[["package-lock.json"]],

@@ -115,6 +115,15 @@ class Pacing:
                 lane.active += 1
             return Seat(self, lane, target, held)
 
+    def held(self, provider: str, model: str | None, target: str, limit: RateLimit) -> None:
+        """A refusal agentfile's relay held on to (agents/relay.py): reported, but no cut:
+        the relay paces that provider's requests itself, and the CLI never saw it."""
+        with self.changed:
+            lane = self.lanes.get(lane_key(provider, model))
+            window = lane.room if lane is not None else self.ceiling
+            self.notices.append(Notice(provider, model, target, limit, limit.wait_s or 0.0,
+                                       window))
+
     def drain(self) -> list[Notice]:
         with self.changed:
             notices, self.notices = self.notices, []

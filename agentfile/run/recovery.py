@@ -6,8 +6,9 @@ the next build merges it from its branch, when the target's fingerprint is still
 was built for. A target that was running when the build died runs again, resuming its agent's
 session where the CLI keeps sessions by id (Claude Code, Codex, Gemini CLI). What the dead
 build could no longer do itself is done here: its worktrees' leftovers are committed on their
-branches (nothing is lost) and the worktrees removed (pooled ones go back to the pool), and
-what its agents spent is written to the per-user ledger once.
+branches (nothing is lost) and the worktrees removed (pooled ones go back to the pool), a
+branch target's checkout is switched back to the user's branch, and what its agents spent is
+written to the per-user ledger once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from agentfile import agents
 from agentfile.agents.base import AgentRequest, Usage
-from agentfile.errors import UsageError
+from agentfile.errors import AgentfileError, UsageError
 from agentfile.manifest.load import LoadedManifest
 from agentfile.records.events import read_events, unfinished
 from agentfile.records.layout import Layout, RunFiles
@@ -52,7 +53,7 @@ def recover(store: Store, layout: Layout, loaded: LoadedManifest, run_id: str, *
         _pay_once(store, loaded, newly_dead)
     git = _git_or_none(layout.root)
     if git is not None:
-        _check_checkout(store, git, dead)
+        _give_back_checkout(store, git, loaded, dead)
         _put_away_worktrees(store, git, layout, loaded, dead)
     recovery = Recovery(work=store.recoverable_work(dead))
     for run in reversed(dead):  # the newest last: its word stays
@@ -99,19 +100,51 @@ def _pay_once(store: Store, loaded: LoadedManifest, runs: list[str]) -> None:
         ledger.close()
 
 
-def _check_checkout(store: Store, git: Git, dead: list[str]) -> None:
-    """A branch target's build that died left the checkout on the target's branch: which
-    branch was the user's is theirs to say, not a guess of ours."""
+def _give_back_checkout(store: Store, git: Git, loaded: LoadedManifest,
+                        dead: list[str]) -> None:
+    """What the dead build's `finally` would have done for a branch target that had the
+    checkout: what it left committed on its branch as work in progress, and the checkout
+    switched back to where the build found it (HEAD's reflog says where it switched from).
+    Untracked files older than the build are the user's: never committed, left where they
+    are, as the build would have."""
+    from agentfile.git import untracked_files
+
     current = git.current_branch()
+    if current is None:
+        return  # detached: not on a target's branch
     for run in dead:
         for resource in store.resources(run_id=run):
-            if resource["kind"] == "branch" and resource["name"] == current and \
-                    resource["target"] is not None:
+            target = resource["target"]
+            if resource["kind"] != "branch" or resource["name"] != current or target is None:
+                continue
+            back = git.switched_from(current)
+            started = (store.run(run) or {}).get("started") or 0.0
+            known = loaded.graph.targets.get(target)
+            mine = [name for name in untracked_files(git.root)
+                    if _modified(git.root / name) < started]
+            try:
+                if back is None:
+                    raise AgentfileError("git's reflog does not say")
+                git.commit_all(git.root, f"agentfile: work in progress of {target} (its "
+                                         f"build {run} died)",
+                               exclude=[*(known.definition.copy_files if known else ()),
+                                        *mine])
+                git.restore_checkout(back)
+            except AgentfileError as err:
                 raise UsageError(
                     f"your checkout is on branch {current}, where build {run} ran "
-                    f"'{resource['target']}' when it died; commit what is there (`git commit "
-                    "-am wip`), check out your own branch again (`git checkout main`, say) "
-                    "and build again: the target's work stays on its branch")
+                    f"'{target}' when it died, and agentfile could not switch it back "
+                    f"({err}); commit what is there (`git commit -am wip`), check out your "
+                    "own branch again (`git checkout main`, say) and build again: the "
+                    "target's work stays on its branch") from None
+            return
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _put_away_worktrees(store: Store, git: Git, layout: Layout, loaded: LoadedManifest,

@@ -37,6 +37,7 @@ from agentfile.run.process import Steps
 from agentfile.secrets import redactor
 
 if TYPE_CHECKING:  # libtmux loads only when a target runs in tmux
+    from agentfile.agents.relay import Relays
     from agentfile.isolation.tmux import TmuxSession
 
 FAILURE_LINES = 30
@@ -141,6 +142,7 @@ class Job:
     patience_s: float | None = None
     resume: str | None = None  # the session of a build that died while it ran, to resume
     sandbox: Sandbox | None = None  # `sandbox = true`: its processes run under bubblewrap
+    relays: Relays | None = None  # the build's relays to providers' APIs (this machine only)
 
 
 def placeholder_values(job: Job, workspace: Workspace) -> dict[str, str]:
@@ -463,6 +465,12 @@ def _attempt(job: Job, workspace: Workspace, number: int, failure: str | None,
     env = environment(job, workspace, call.env if call else carried)
     for name in call.unset if call else ():
         env.pop(name, None)
+    if call is not None and job.relays is not None and call.request.agent.relay:
+        api = call.provider.api(env)
+        if api is not None:  # its requests held until the provider has room
+            variable, upstream = api
+            env[variable] = job.relays.url_for(call.request.agent.provider, upstream,
+                                               job.target.name)
 
     on_line = _shown_lines(job)
     refusals: list[RateLimit] = []  # what the CLI said of the provider's limits

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentfile import graph as g
+from agentfile.agents.base import RateLimit
 from agentfile.errors import UsageError
 from agentfile.fingerprint import fingerprint, landed, up_to_date
 from agentfile.isolation import directory
@@ -44,6 +45,7 @@ from agentfile.run.throttle import Limits, Monitor
 from agentfile.secrets import redactor
 
 if TYPE_CHECKING:  # GitPython and libtmux load only when a build uses them
+    from agentfile.agents.relay import Refusal, Relays
     from agentfile.git import Git
     from agentfile.isolation.tmux import TmuxSession
     from agentfile.records.ledger import Ledger
@@ -146,6 +148,7 @@ class Scheduler:
         self.spent = 0.0
         self.monitor = Monitor(request.limits)
         self.pacing = Pacing(request.jobs)  # each provider's share of -j while it pushes back
+        self.relays: Relays | None = None  # started when an agent target first runs here
         # Every target's base environment, copied once: the dotenv file's under the process's.
         self.environ = {**request.loaded.dotenv, **os.environ}
         self.flush_due = 0.0
@@ -198,6 +201,8 @@ class Scheduler:
         finally:
             self.monitor.close()
             self.executor.close()
+            if self.relays is not None:
+                self.relays.close()
             self.reporter.flush()
         self.outcome.finished = time.time()
         return self.outcome
@@ -424,7 +429,7 @@ class Scheduler:
             self.emit("rate_limited", target=notice.target, provider=notice.provider,
                       model=notice.model, reason=limit.reason, wait_s=round(notice.wait_s, 3),
                       resets_at=limit.resets_at, retrying=limit.retrying,
-                      window=notice.window, detail=_gist(limit.detail))
+                      relayed=limit.relayed, window=notice.window, detail=_gist(limit.detail))
 
     def _checkout_conflict(self, target: ConcreteTarget) -> str | None:
         """Targets sharing the main checkout: a branch target has it alone (it switches the
@@ -470,6 +475,8 @@ class Scheduler:
             job.pacing = self.pacing
             job.seat = self.pacing.seat(agent.provider, agent.model, name,
                                         ceiling=agent.max_parallel)
+            if agent.relay:
+                job.relays = self._relays()
             patience = agent.rate_limit_wait
             job.patience_s = patience if patience is not None else \
                 self.loaded.manifest.options.rate_limit_wait
@@ -483,6 +490,26 @@ class Scheduler:
         self.emit("target_started", target=name, kind=target.kind, agent=agent_name,
                   isolation=describe_isolation(self.loaded.isolation_of(target)))
         self.executor.submit(job)
+
+    def _relays(self) -> Relays:
+        if self.relays is None:
+            from agentfile.agents.relay import Relays
+
+            self.relays = Relays(self._relay_held)
+        return self.relays
+
+    def _relay_held(self, provider: str, refusal: Refusal) -> None:
+        """A refusal the relay held on to (from its thread): a `rate_limited` event."""
+        running = self.running.get(refusal.target)
+        agent = running.job.agent if running is not None else None
+        reason = "overloaded" if refusal.status == 529 else "rate limit"
+        if running is not None:  # the board's line for it, until its CLI says more
+            running.job.progress.last_line = (f"{provider} {reason}: a request held "
+                                              f"{refusal.wait_s:g}s")
+        self.pacing.held(provider, agent.model if agent is not None else None, refusal.target,
+                         RateLimit(reason, retrying=True, wait_s=refusal.wait_s,
+                                   detail=f"{refusal.status}: held by agentfile's relay",
+                                   relayed=True))
 
     def _running_dirs(self, besides: str) -> list[str]:
         """The directories of dir() targets running now, other than `besides`."""

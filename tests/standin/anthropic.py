@@ -20,7 +20,8 @@ returns a reply (or None to fall back on the plan).
 A reply is a dict made by :func:`text`, :func:`tool_use`, :func:`turn` (several blocks in one
 message), :func:`http_error` (an HTTP error status with an Anthropic error body) or
 :func:`stream_error` (HTTP 200, then an ``error`` SSE event mid-stream).  A plan entry may also
-be a callable taking the request body and returning a reply.  Once the plan is used up, agent
+be a callable taking the request body and returning a reply.  Any reply may carry ``headers``
+(a dict), sent with it (the rate headers of a bucket's state, say).  Once the plan is used up, agent
 turns get ``text("(stand-in: reply plan exhausted)")`` and ``exhausted`` counts them.
 
 Every request the server receives, whatever its path, is kept in ``log`` (method, path, headers,
@@ -309,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body.get("stream"):
             self._stream(reply, model)
         else:
-            self._send_json(200, _message(reply, model, _new_id("msg")))
+            self._send_json(200, _message(reply, model, _new_id("msg")), reply.get("headers"))
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -319,7 +320,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", _new_id("req"))
-        for key, value in self.owner.headers.items():
+        for key, value in {**self.owner.headers, **(reply.get("headers") or {})}.items():
             self.send_header(key, value)
         self.end_headers()
         usage = reply.get("usage") or {"input_tokens": 100, "output_tokens": 50}

@@ -2,8 +2,9 @@
 
 `TokenBucket(burst=3, interval=2.0)` admits 3 requests at once, then one every 2 s (it holds at
 most `burst` tokens). `take()` answers 0.0 for an admitted request, else the seconds until the
-next token, which a stand-in sends back as `retry-after` with a 429 (or 529). It counts what it
-admitted and rejected, for tests and benchmarks.
+next token, which a stand-in sends back as `retry-after` with a 429 (or 529); `headers()` are
+the rate headers the real API sends on every answer. It counts what it admitted and rejected,
+for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ class TokenBucket:
                 return 0.0
             self.rejected += 1
             return (1 - self.tokens) * self.interval
+
+    def headers(self) -> dict[str, str]:
+        """What the real API says of its limits on every answer, refusals too: requests per
+        minute and requests left now (`anthropic-ratelimit-requests-*`)."""
+        with self.lock:
+            now = self.clock()
+            left = min(self.capacity, self.tokens + (now - self.stamp) / self.interval)
+        return {"anthropic-ratelimit-requests-limit": str(round(60 / self.interval)),
+                "anthropic-ratelimit-requests-remaining": str(max(math.floor(left), 0))}
 
     @staticmethod
     def retry_after(wait: float) -> str:
