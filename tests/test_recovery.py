@@ -107,11 +107,13 @@ def both(*conditions: Iterator[bool]) -> Iterator[bool]:
         yield all([next(c) for c in conditions])
 
 
-def running(build: subprocess.Popen[bytes], word: str) -> Iterator[bool]:
+def running(build: subprocess.Popen[bytes], agent: Path, target: str) -> Iterator[bool]:
+    """True once `target`'s agent runs under the build and has counted its call (the
+    process shows before its first line has run: killed then, the call would not count)."""
     while True:
         try:
-            wait_for_descendants(build.pid, word, timeout=0.05)
-            yield True
+            wait_for_descendants(build.pid, f"{agent} {target}", timeout=0.05)
+            yield target in calls(agent.parent)
         except AssertionError:
             yield False
 
@@ -121,7 +123,7 @@ def test_finished_agent_is_merged_not_run_again_after_a_sigkill(
         agentfile_home: Path) -> None:
     manifest(repo, agent, TWO)
     build = start_build(repo, "-j2")
-    kill_when(build, both(finished_work_of(repo, "fast"), running(build, f"{agent} slow")))
+    kill_when(build, both(finished_work_of(repo, "fast"), running(build, agent, "slow")))
     assert calls(tmp_path) == ["fast", "slow"] or calls(tmp_path) == ["slow", "fast"]
     assert not (repo / "fast.txt").exists()  # nothing landed: the build died
     (tmp_path / "go").touch()
@@ -188,7 +190,7 @@ def test_retry_failed_runs_what_the_dead_build_did_not_finish(repo: Path, agent:
         repo, "SELECT 1 FROM outcomes o JOIN runs r ON o.run = r.id "
               "WHERE r.status = 'running' AND o.target IN ('ok', 'bad')")) == 2, None)
     kill_when(build, both(dead, finished_work_of(repo, "fast"),
-                          running(build, f"{agent} slow")))
+                          running(build, agent, "slow")))
     assert sorted(calls(tmp_path)) == ["bad", "fast", "ok", "ok", "slow"]
     (tmp_path / "go").touch()
     again = agentfile_cli("build", "--retry-failed", "-j4", cwd=repo)
@@ -202,7 +204,7 @@ def test_runs_and_report_show_what_a_dead_build_was_running(repo: Path, agent: P
                                                             agentfile_cli: Run) -> None:
     manifest(repo, agent, TWO)
     build = start_build(repo, "-j2")
-    kill_when(build, both(finished_work_of(repo, "fast"), running(build, f"{agent} slow")))
+    kill_when(build, both(finished_work_of(repo, "fast"), running(build, agent, "slow")))
     (row,) = json.loads(agentfile_cli("runs", "--json", cwd=repo).out)
     assert row["status"] == "died" and row["running"] == ["slow"]
     assert "died running slow" in agentfile_cli("runs", cwd=repo).out
@@ -279,7 +281,7 @@ def test_a_branch_target_cut_short_keeps_its_work_on_its_branch_and_runs_again(
     mine = current_branch(repo)
     (repo / "notes.txt").write_text("the user's own\n")  # older than the build
     build = start_build(repo)
-    kill_when(build, running(build, f"{agent} slow"))
+    kill_when(build, running(build, agent, "slow"))
     (repo / "partial.txt").write_text("half done\n")  # what the agent had written so far
     dead_branch = current_branch(repo)
     (tmp_path / "go").touch()
