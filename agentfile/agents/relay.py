@@ -85,7 +85,6 @@ class Gate:
         self.stamp = clock()
         self.paused_until = 0.0
         self.gap = 0.0  # spacing, for a provider that sends no rate headers
-        self.widened = -math.inf  # when the spacing last grew
         self.next_at = 0.0
         self.closed = False
 
@@ -105,13 +104,13 @@ class Gate:
             return None
         return min(self.tokens + (now - self.stamp) * self.rate, self.capacity)
 
-    def enter(self, gone: Callable[[], bool]) -> float | None:
-        """Wait until a request may go, and count it as gone: when it went; None when the
-        relay closed or the CLI hung up while it waited."""
+    def enter(self, gone: Callable[[], bool]) -> bool:
+        """Wait until a request may go, and count it as gone; False when the relay closed
+        or the CLI hung up while it waited."""
         with self.changed:
             while True:
                 if self.closed or gone():
-                    return None
+                    return False
                 now = self.clock()
                 wait = self._room(now)
                 if wait <= 0:
@@ -123,16 +122,14 @@ class Gate:
                 self.stamp = now
             self.next_at = now + self.gap
             self.in_flight += 1
-            return now
+            return True
 
     def answered(self, headers: Headers) -> None:
         """An answer (not a refusal): what its rate headers say of the provider's bucket."""
         with self.changed:
             self.in_flight -= 1
             self.known = True
-            self.gap *= NARROW
-            if self.gap < LEAST_GAP_S / 2:
-                self.gap = 0.0  # no spacing left to learn: as fast as the CLIs ask
+            self.gap = self.gap * NARROW if self.gap > LEAST_GAP_S else 0.0
             remaining, per_minute = _rate_headers(headers)
             if remaining is not None and per_minute:
                 now = self.clock()
@@ -145,9 +142,9 @@ class Gate:
                 self.stamp = now
             self.changed.notify_all()
 
-    def refused(self, headers: Headers, sent: float) -> float | None:
-        """A refusal of a request that went at `sent`: every request waits as long as the
-        provider said; that wait (None: it named none, and the CLI's own back-off decides)."""
+    def refused(self, headers: Headers) -> float | None:
+        """A refusal: every request waits as long as the provider said; that wait (None: it
+        named none, and the CLI's own back-off decides)."""
         with self.changed:
             self.in_flight -= 1
             self.known = True
@@ -161,11 +158,8 @@ class Gate:
                 self.tokens = 0.0
                 # Room for one request once the wait is over.
                 self.stamp = now + (wait or 0.0) - 1 / self.rate
-            elif sent > self.widened:
-                # Once per congestion, as TCP halves once per round trip: the requests that
-                # went together before this refusal say nothing more of the spacing.
+            else:
                 self.gap = max(self.gap * WIDEN, LEAST_GAP_S)
-                self.widened = now
             self.changed.notify_all()
             return wait
 
@@ -278,8 +272,7 @@ class _Forward(BaseHTTPRequestHandler):
         held_s = 0.0
         gate = self.owner.gate
         while True:
-            sent = gate.enter(self._gone)
-            if sent is None:
+            if not gate.enter(self._gone):
                 self.close_connection = True
                 return
             try:
@@ -293,7 +286,7 @@ class _Forward(BaseHTTPRequestHandler):
             with answer:
                 status = answer.status
                 if status in REFUSED:
-                    wait = gate.refused(answer.headers, sent)
+                    wait = gate.refused(answer.headers)
                     # Held when the provider named a short wait and did not say its
                     # clients should not retry (then the CLI decides: a fallback model?).
                     if wait is not None and held_s + wait <= HOLD_LIMIT_S and \
