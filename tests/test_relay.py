@@ -19,7 +19,7 @@ from standin.anthropic import AnthropicStandin, Reply, http_error, text, tool_us
 from standin.bucket import TokenBucket
 
 from agentfile.agents import provider
-from agentfile.agents.relay import LEAST_GAP_S, Gate, Refusal, Relay
+from agentfile.agents.relay import LEAST_GAP_S, PROBE_WAIT_S, Gate, Refusal, Relay
 
 # -- the gate, on a clock the test moves ------------------------------------------------------
 
@@ -40,7 +40,11 @@ def test_until_the_first_answer_one_request_goes_at_a_time() -> None:
     clock = Clock()
     gate = Gate(clock)
     assert gate.enter(never_gone)
-    assert gate._room(clock.now) == float("inf")  # the second waits for an answer
+    assert gate._room(clock.now) == PROBE_WAIT_S  # the second waits for an answer …
+    clock.now += PROBE_WAIT_S  # … but not for one the provider keeps waiting
+    assert gate._room(clock.now) == 0.0
+    assert gate.enter(never_gone)
+    assert gate._room(clock.now) == PROBE_WAIT_S  # the third, for an answer to either
     gate.answered({})
     assert gate._room(clock.now) == 0.0  # no rate headers, no refusal: no limit known
 

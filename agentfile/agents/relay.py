@@ -12,7 +12,9 @@ request on unchanged, streams the answer back unchanged, and paces:
 - From the rate headers on the provider's answers (`anthropic-ratelimit-requests-remaining`
   and `-limit`, per minute) it keeps a copy of the provider's bucket: a request waits while
   the copy holds less than one request. Until the first answer says, one request goes at a
-  time.
+  time, or one per `PROBE_WAIT_S` while an answer is slow to come (its headers come only
+  once the model has begun: a request the provider keeps waiting holds no one else for
+  long).
 - A 429 or 529 that names a short wait (`retry-after`, at most `HOLD_LIMIT_S` in all) is
   not passed on: every request is held until the wait is over and the refused one is sent
   again. A provider that sends no rate headers gets its requests spaced, the spacing widened
@@ -49,6 +51,7 @@ REFUSED = {429: "rate limit", 529: "overloaded"}
 WIDEN = 1.5  # the spacing of a provider without rate headers, on a refusal
 NARROW = 0.95  # … and on an answer
 LEAST_GAP_S = 0.25
+PROBE_WAIT_S = 2.0  # until a first answer, the most a request waits for the one before
 UPSTREAM_TIMEOUT_S = 600.0  # as long as the CLIs wait for an answer themselves
 # Connection-level headers: each side of the relay has its own (RFC 9110 §7.6.1).
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -79,6 +82,7 @@ class Gate:
         self.changed = threading.Condition()
         self.known = False  # an answer has come: until then, one request at a time
         self.in_flight = 0
+        self.probed_at = -math.inf  # … when the last of those went
         self.tokens: float | None = None  # requests the provider has room for, as it said
         self.rate: float | None = None  # … refilled per second
         self.capacity = 1.0  # … at most (the most it ever said it had, with the one it took)
@@ -92,7 +96,7 @@ class Gate:
         """Seconds until a request may go (0: now)."""
         waits = [self.paused_until - now, self.next_at - now]
         if not self.known and self.in_flight:
-            waits.append(math.inf)
+            waits.append(self.probed_at + PROBE_WAIT_S - now)
         filled = self._filled(now)
         if filled is not None and self.rate and filled < 1:
             waits.append((1 - filled) / self.rate)
@@ -122,6 +126,8 @@ class Gate:
                 self.stamp = now
             self.next_at = now + self.gap
             self.in_flight += 1
+            if not self.known:
+                self.probed_at = now
             return True
 
     def answered(self, headers: Headers) -> None:
